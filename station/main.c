@@ -1,15 +1,49 @@
-/* kiln: the provisioning station program. */
+/* kiln: the provisioning station program. Subcommands live in station/src/cmd_*.c. */
 #include <stdio.h>
 #include <string.h>
 
+#include "kiln/cli.h"
 #include "kiln/station.h"
+
+struct command {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+        const char *help;
+};
+
+static const struct command commands[] = {
+        {"export", station_cmd_export, "stream unit records as JSON Lines or CSV"},
+        {"recipe", station_cmd_recipe, "check a recipe (kiln recipe check FILE)"},
+        {"hsm", station_cmd_hsm, "development PKI and token information (init-dev, info)"},
+};
+
+static void usage(FILE *f)
+{
+        fprintf(f, "usage: kiln COMMAND [ARGS]\n\ncommands:\n");
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "\nkiln COMMAND --help shows a command's options. kiln --version prints the "
+                   "version.\n");
+}
 
 int main(int argc, char **argv)
 {
-        if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        if (argc < 2) {
+                usage(stderr);
+                return 2;
+        }
+        if (strcmp(argv[1], "--version") == 0) {
                 printf("kiln %s\n", station_version());
                 return 0;
         }
-        fprintf(stderr, "usage: kiln COMMAND ...\n");
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+                usage(stdout);
+                return 0;
+        }
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (strcmp(argv[1], commands[i].name) == 0)
+                        return commands[i].fn(argc - 1, argv + 1);
+        fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
+        usage(stderr);
         return 2;
 }

@@ -1,0 +1,158 @@
+/* Backend dispatch for the traceability database (kiln/db.h). */
+#include <string.h>
+
+#include "db_internal.h"
+#include "kiln/error.h"
+#include "kiln/util.h"
+
+static const char *const verdict_names[DB_VERDICT_MAX] = {"IN_PROGRESS", "PASS", "FAIL",
+                                                          "LOCK_FAILED", "SCRAP"};
+
+const char *db_verdict_name(enum db_verdict v)
+{
+        return (unsigned)v < DB_VERDICT_MAX ? verdict_names[v] : "?";
+}
+
+int db_verdict_parse(const char *s, enum db_verdict *ret)
+{
+        for (unsigned i = 0; i < DB_VERDICT_MAX; i++) {
+                if (strcmp(s, verdict_names[i]) == 0) {
+                        *ret = (enum db_verdict)i;
+                        return KILN_OK;
+                }
+        }
+        return KILN_E_INVAL;
+}
+
+int db_open(const char *location, struct db **ret)
+{
+        if (strncmp(location, "postgresql:", 11) == 0 || strncmp(location, "postgres:", 9) == 0)
+                return kiln_fail(KILN_E_UNSUPPORTED,
+                                 "database '%s': the PostgreSQL backend is not part of this build; "
+                                 "use a SQLite file path",
+                                 location);
+        return db_sqlite_open(location, ret);
+}
+
+void db_close(struct db *db)
+{
+        if (db != NULL)
+                db->ops->close(db);
+}
+
+int db_work_order_ensure(struct db *db, const char *id, const char *lot, const char *recipe_sha256,
+                         uint32_t quota, struct db_work_order *ret)
+{
+        return db->ops->work_order_ensure(db, id, lot, recipe_sha256, quota, ret);
+}
+
+int db_work_order_get(struct db *db, const char *id, struct db_work_order *ret)
+{
+        return db->ops->work_order_get(db, id, ret);
+}
+
+int db_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id,
+                    const char *version, const uint8_t *body, size_t len)
+{
+        return db->ops->recipe_store(db, sha256_hex, recipe_id, version, body, len);
+}
+
+int db_unit_admit(struct db *db, const struct db_admit_request *req, struct db_unit *ret,
+                  enum db_admit_kind *ret_kind)
+{
+        return db->ops->unit_admit(db, req, ret, ret_kind);
+}
+
+int db_unit_record_identity(struct db *db, struct db_unit *u, const struct db_key_rec *keys,
+                            unsigned n_keys, const struct db_cert_rec *certs, unsigned n_certs,
+                            const struct db_cred_rec *creds, unsigned n_creds)
+{
+        return db->ops->unit_record_identity(db, u, keys, n_keys, certs, n_certs, creds, n_creds);
+}
+
+int db_unit_record_verified(struct db *db, struct db_unit *u, const struct db_object_rec *objs,
+                            unsigned n_objs, const struct db_attest_rec *att, unsigned n_att)
+{
+        return db->ops->unit_record_verified(db, u, objs, n_objs, att, n_att);
+}
+
+int db_fuse_journal(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
+                    unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents)
+{
+        return db->ops->fuse_journal(db, u, results, n_results, intents, n_intents);
+}
+
+int db_fuse_list(struct db *db, int64_t unit_id, db_fuse_visit_fn fn, void *ctx)
+{
+        return db->ops->fuse_list(db, unit_id, fn, ctx);
+}
+
+int db_unit_finish(struct db *db, struct db_unit *u, const struct db_finish *f)
+{
+        return db->ops->unit_finish(db, u, f);
+}
+
+int db_unit_flush_steps(struct db *db, struct db_unit *u)
+{
+        return db->ops->unit_flush_steps(db, u);
+}
+
+int db_units_in_progress(struct db *db, db_unit_visit_fn fn, void *ctx)
+{
+        return db->ops->units_in_progress(db, fn, ctx);
+}
+
+int db_unit_by_uid(struct db *db, const char *chip_uid, struct db_unit *ret)
+{
+        return db->ops->unit_by_uid(db, chip_uid, ret);
+}
+
+int db_unit_export(struct db *db, int64_t unit_id, struct db_export_rec *rec)
+{
+        return db->ops->unit_export(db, unit_id, rec);
+}
+
+int db_unit_export_json(struct db *db, int64_t unit_id, struct kiln_buf *out)
+{
+        struct db_export_rec *rec = kiln_malloc(sizeof(*rec));
+        int r;
+
+        if (rec == NULL)
+                return KILN_E_NOMEM;
+        export_rec_init(rec);
+        r = db->ops->unit_export(db, unit_id, rec);
+        if (r == KILN_OK)
+                r = export_render_json(rec, out);
+        export_rec_free(rec);
+        kiln_free(rec);
+        return r;
+}
+
+int db_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,
+                   void *ctx)
+{
+        return db->ops->export_each(db, flt, fn, ctx);
+}
+
+void db_unit_step(struct db_unit *u, const char *name, int64_t started_ms, uint64_t duration_us,
+                  int ok, const char *code, const char *detail)
+{
+        struct db_step *s;
+
+        if (u->n_pending == DB_STEPS_PENDING_MAX) {
+                /* keep the newest: drop the oldest queued record */
+                memmove(&u->pending[0], &u->pending[1],
+                        sizeof(u->pending[0]) * (DB_STEPS_PENDING_MAX - 1));
+                u->n_pending--;
+        }
+        s = &u->pending[u->n_pending++];
+        memset(s, 0, sizeof(*s));
+        kiln_strlcpy(s->name, name, sizeof(s->name));
+        s->started_ms = started_ms;
+        s->duration_us = duration_us;
+        s->ok = ok;
+        if (code != NULL)
+                kiln_strlcpy(s->code, code, sizeof(s->code));
+        if (detail != NULL)
+                kiln_strlcpy(s->detail, detail, sizeof(s->detail));
+}

@@ -1,0 +1,45 @@
+/* Backend interface behind kiln/db.h. */
+#ifndef KILN_DB_INTERNAL_H
+#define KILN_DB_INTERNAL_H
+
+#include "kiln/db.h"
+#include "kiln/export.h"
+
+struct db_ops {
+        const char *name;
+        void (*close)(struct db *db);
+        int (*work_order_ensure)(struct db *db, const char *id, const char *lot,
+                                 const char *recipe_sha256, uint32_t quota,
+                                 struct db_work_order *ret);
+        int (*work_order_get)(struct db *db, const char *id, struct db_work_order *ret);
+        int (*recipe_store)(struct db *db, const char *sha256_hex, const char *recipe_id,
+                            const char *version, const uint8_t *body, size_t len);
+        int (*unit_admit)(struct db *db, const struct db_admit_request *req, struct db_unit *ret,
+                          enum db_admit_kind *ret_kind);
+        int (*unit_record_identity)(struct db *db, struct db_unit *u, const struct db_key_rec *keys,
+                                    unsigned n_keys, const struct db_cert_rec *certs,
+                                    unsigned n_certs, const struct db_cred_rec *creds,
+                                    unsigned n_creds);
+        int (*unit_record_verified)(struct db *db, struct db_unit *u,
+                                    const struct db_object_rec *objs, unsigned n_objs,
+                                    const struct db_attest_rec *att, unsigned n_att);
+        int (*fuse_journal)(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
+                            unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents);
+        int (*fuse_list)(struct db *db, int64_t unit_id, db_fuse_visit_fn fn, void *ctx);
+        int (*unit_finish)(struct db *db, struct db_unit *u, const struct db_finish *f);
+        int (*unit_flush_steps)(struct db *db, struct db_unit *u);
+        int (*units_in_progress)(struct db *db, db_unit_visit_fn fn, void *ctx);
+        int (*unit_by_uid)(struct db *db, const char *chip_uid, struct db_unit *ret);
+        int (*unit_export)(struct db *db, int64_t unit_id, struct db_export_rec *rec);
+        int (*export_each)(struct db *db, const struct db_export_filter *flt,
+                           db_export_visit_fn fn, void *ctx);
+};
+
+struct db {
+        const struct db_ops *ops;
+        void *impl;
+};
+
+int db_sqlite_open(const char *path, struct db **ret);
+
+#endif

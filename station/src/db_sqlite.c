@@ -1,0 +1,1759 @@
+/*
+ * SQLite backend of the traceability database.
+ *
+ * WAL with synchronous=FULL: a COMMIT returns only once the WAL is on disk, so every recorded step
+ * survives a kill -9 or power loss. Prepared statements only (every value is bound). The schema
+ * enforces uniqueness of chip UID, serial, each MAC, each public-key fingerprint and each certificate
+ * serial, and makes the event log append-only. One connection serves all slot threads, serialised by
+ * a mutex: writes are short, and SQLite allows one writer at a time anyway.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <sqlite3.h>
+
+#include "db_internal.h"
+#include "kiln/error.h"
+#include "kiln/export.h"
+#include "kiln/json.h"
+#include "kiln/util.h"
+
+/* ---- schema ---- */
+
+/* Migration n brings the schema from version n-1 to n. Never edit a released migration: add one. */
+static const char *const migrations[] = {
+        /* 1 */
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
+        "CREATE TABLE recipes ("
+        "  sha256 TEXT PRIMARY KEY, recipe_id TEXT NOT NULL, version TEXT NOT NULL,"
+        "  body BLOB NOT NULL, stored_at TEXT NOT NULL) STRICT;"
+        "CREATE TABLE work_orders ("
+        "  id TEXT PRIMARY KEY, lot TEXT NOT NULL,"
+        "  recipe_sha256 TEXT NOT NULL REFERENCES recipes(sha256),"
+        "  quota INTEGER NOT NULL CHECK (quota >= 0),"
+        "  reserved INTEGER NOT NULL DEFAULT 0, consumed INTEGER NOT NULL DEFAULT 0,"
+        "  created_at TEXT NOT NULL,"
+        "  CHECK (reserved >= 0 AND consumed >= 0 AND reserved + consumed <= quota)) STRICT;"
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL) STRICT;"
+        "CREATE TABLE units ("
+        "  id INTEGER PRIMARY KEY,"
+        "  chip_uid TEXT NOT NULL UNIQUE,"
+        "  serial TEXT NOT NULL UNIQUE,"
+        "  serial_seq INTEGER NOT NULL,"
+        "  work_order TEXT NOT NULL REFERENCES work_orders(id),"
+        "  lot TEXT NOT NULL,"
+        "  station_id TEXT NOT NULL, slot TEXT NOT NULL, operator TEXT NOT NULL,"
+        "  recipe_sha256 TEXT NOT NULL REFERENCES recipes(sha256),"
+        "  product_id TEXT NOT NULL, hw_revision INTEGER NOT NULL,"
+        "  fw_version TEXT NOT NULL, fw_sha256 TEXT NOT NULL,"
+        "  verdict TEXT NOT NULL"
+        "    CHECK (verdict IN ('IN_PROGRESS','PASS','FAIL','LOCK_FAILED','SCRAP')),"
+        "  fail_code TEXT, fail_reason TEXT,"
+        "  quota_state TEXT NOT NULL CHECK (quota_state IN ('reserved','consumed','returned')),"
+        "  lock_started INTEGER NOT NULL DEFAULT 0,"
+        "  attempts INTEGER NOT NULL DEFAULT 1,"
+        "  debug_closed INTEGER, secure_boot INTEGER, lifecycle TEXT,"
+        "  label_qr TEXT, label_prints INTEGER NOT NULL DEFAULT 0,"
+        "  dev_mode INTEGER NOT NULL,"
+        "  started_at TEXT NOT NULL, finished_at TEXT,"
+        "  CHECK (verdict <> 'FAIL' OR lock_started = 0)) STRICT;"
+        "CREATE INDEX units_work_order ON units(work_order);"
+        "CREATE INDEX units_lot ON units(lot);"
+        "CREATE INDEX units_started ON units(started_at);"
+        "CREATE INDEX units_verdict ON units(verdict);"
+        "CREATE TABLE macs ("
+        "  mac TEXT PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  idx INTEGER NOT NULL, UNIQUE (unit_id, idx)) STRICT;"
+        "CREATE TABLE keys ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, name TEXT NOT NULL, slot INTEGER NOT NULL,"
+        "  algorithm TEXT NOT NULL, pubkey_sha256 TEXT NOT NULL UNIQUE, spki BLOB NOT NULL,"
+        "  pop_ok INTEGER NOT NULL, current INTEGER NOT NULL DEFAULT 1) STRICT;"
+        "CREATE INDEX keys_unit ON keys(unit_id);"
+        "CREATE TABLE certificates ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, key_name TEXT NOT NULL,"
+        "  cert_serial TEXT NOT NULL UNIQUE, der BLOB NOT NULL, sha256 TEXT NOT NULL,"
+        "  not_after TEXT NOT NULL, chain_pem TEXT NOT NULL,"
+        "  current INTEGER NOT NULL DEFAULT 1) STRICT;"
+        "CREATE INDEX certificates_unit ON certificates(unit_id);"
+        "CREATE TABLE credentials ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,"
+        "  method TEXT NOT NULL, commitment TEXT NOT NULL, salt TEXT, object TEXT NOT NULL,"
+        "  current INTEGER NOT NULL DEFAULT 1) STRICT;"
+        "CREATE INDEX credentials_unit ON credentials(unit_id);"
+        "CREATE TABLE objects ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,"
+        "  size INTEGER NOT NULL) STRICT;"
+        "CREATE INDEX objects_unit ON objects(unit_id);"
+        "CREATE TABLE attestations ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, key_name TEXT NOT NULL, ok INTEGER NOT NULL,"
+        "  at TEXT NOT NULL) STRICT;"
+        "CREATE INDEX attestations_unit ON attestations(unit_id);"
+        "CREATE TABLE steps ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, step TEXT NOT NULL, started_at TEXT NOT NULL,"
+        "  duration_us INTEGER NOT NULL, ok INTEGER NOT NULL, code TEXT, detail TEXT) STRICT;"
+        "CREATE INDEX steps_unit ON steps(unit_id);"
+        "CREATE TABLE fuse_journal ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  phase TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, verify TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN ('intent','done','failed')),"
+        "  readback TEXT, attrs INTEGER, intent_at TEXT NOT NULL, result_at TEXT) STRICT;"
+        "CREATE INDEX fuse_journal_unit ON fuse_journal(unit_id);"
+        "CREATE TABLE fuse_snapshots ("
+        "  unit_id INTEGER NOT NULL REFERENCES units(id), phase TEXT NOT NULL,"
+        "  field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (unit_id, phase, field)) STRICT;"
+        "CREATE TABLE label_prints ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  at TEXT NOT NULL, format TEXT NOT NULL, target TEXT NOT NULL,"
+        "  reprint INTEGER NOT NULL) STRICT;"
+        "CREATE TABLE events ("
+        "  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, unit_id INTEGER, kind TEXT NOT NULL,"
+        "  body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL) STRICT;"
+        "CREATE INDEX events_unit ON events(unit_id);"
+        "CREATE TABLE checkpoints ("
+        "  id INTEGER PRIMARY KEY, event_seq INTEGER NOT NULL, head_hash TEXT NOT NULL,"
+        "  work_order TEXT, at TEXT NOT NULL, key_uri TEXT NOT NULL,"
+        "  signature BLOB NOT NULL) STRICT;"
+        /* the event log is append-only for the station; the hash chain catches anyone else */
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+        "  BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;"
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+        "  BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;"
+        /* allocations are never freed: a unit row, once written, is never deleted */
+        "CREATE TRIGGER units_no_delete BEFORE DELETE ON units"
+        "  BEGIN SELECT RAISE(ABORT, 'units are never deleted'); END;"
+        "CREATE TRIGGER macs_no_delete BEFORE DELETE ON macs"
+        "  BEGIN SELECT RAISE(ABORT, 'MAC allocations are never freed'); END;",
+};
+
+#define MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+
+/* ---- statements ---- */
+
+enum stmt_id {
+        S_WO_GET,
+        S_WO_INSERT,
+        S_WO_RESERVE,
+        S_WO_CONSUME,
+        S_WO_RETURN,
+        S_RECIPE_INSERT,
+        S_COUNTER_GET,
+        S_COUNTER_SET,
+        S_UNIT_BY_UID,
+        S_UNIT_BY_ID,
+        S_UNIT_INSERT,
+        S_UNIT_REOPEN,
+        S_UNIT_LOCK,
+        S_UNIT_FINISH,
+        S_UNITS_IN_PROGRESS,
+        S_MAC_INSERT,
+        S_MACS_BY_UNIT,
+        S_STEP_INSERT,
+        S_KEYS_SUPERSEDE,
+        S_KEY_INSERT,
+        S_CERTS_SUPERSEDE,
+        S_CERT_INSERT,
+        S_CREDS_SUPERSEDE,
+        S_CRED_INSERT,
+        S_OBJ_INSERT,
+        S_ATTEST_INSERT,
+        S_FUSE_INSERT,
+        S_FUSE_RESULT,
+        S_FUSE_LIST,
+        S_SNAP_INSERT,
+        S_EVENT_LAST,
+        S_EVENT_INSERT,
+        S_EXP_UNIT,
+        S_EXP_CERTS,
+        S_EXP_FUSES,
+        S_EXPORT_IDS,
+        S_MAX
+};
+
+static const char *const stmt_sql[S_MAX] = {
+        [S_WO_GET] = "SELECT id, lot, recipe_sha256, quota, reserved, consumed FROM work_orders "
+                     "WHERE id = ?1",
+        [S_WO_INSERT] = "INSERT INTO work_orders (id, lot, recipe_sha256, quota, created_at) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [S_WO_RESERVE] = "UPDATE work_orders SET reserved = reserved + 1 "
+                         "WHERE id = ?1 AND reserved + consumed < quota",
+        [S_WO_CONSUME] = "UPDATE work_orders SET reserved = reserved - 1, consumed = consumed + 1 "
+                         "WHERE id = ?1 AND reserved > 0",
+        [S_WO_RETURN] = "UPDATE work_orders SET reserved = reserved - 1 "
+                        "WHERE id = ?1 AND reserved > 0",
+        [S_RECIPE_INSERT] = "INSERT OR IGNORE INTO recipes (sha256, recipe_id, version, body, "
+                            "stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        [S_COUNTER_GET] = "SELECT next FROM counters WHERE name = ?1",
+        [S_COUNTER_SET] = "INSERT INTO counters (name, next) VALUES (?1, ?2) "
+                          "ON CONFLICT(name) DO UPDATE SET next = excluded.next",
+        [S_UNIT_BY_UID] = "SELECT id FROM units WHERE chip_uid = ?1",
+        [S_UNIT_BY_ID] = "SELECT id, chip_uid, serial, serial_seq, work_order, verdict, attempts, "
+                         "lock_started, started_at FROM units WHERE id = ?1",
+        [S_UNIT_INSERT] =
+                "INSERT INTO units (chip_uid, serial, serial_seq, work_order, lot, station_id, "
+                "slot, operator, recipe_sha256, product_id, hw_revision, fw_version, fw_sha256, "
+                "verdict, quota_state, dev_mode, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                "?8, ?9, ?10, ?11, ?12, ?13, 'IN_PROGRESS', 'reserved', ?14, ?15)",
+        [S_UNIT_REOPEN] = "UPDATE units SET verdict = 'IN_PROGRESS', fail_code = NULL, "
+                          "fail_reason = NULL, finished_at = NULL, attempts = attempts + 1, "
+                          "quota_state = 'reserved', station_id = ?2, slot = ?3, operator = ?4, "
+                          "fw_version = ?5, fw_sha256 = ?6 WHERE id = ?1",
+        [S_UNIT_LOCK] = "UPDATE units SET lock_started = 1 WHERE id = ?1",
+        [S_UNIT_FINISH] = "UPDATE units SET verdict = ?2, fail_code = ?3, fail_reason = ?4, "
+                          "debug_closed = ?5, secure_boot = ?6, lifecycle = ?7, label_qr = ?8, "
+                          "quota_state = ?9, finished_at = ?10 WHERE id = ?1",
+        [S_UNITS_IN_PROGRESS] = "SELECT id FROM units WHERE verdict = 'IN_PROGRESS' ORDER BY id",
+        [S_MAC_INSERT] = "INSERT INTO macs (mac, unit_id, idx) VALUES (?1, ?2, ?3)",
+        [S_MACS_BY_UNIT] = "SELECT mac FROM macs WHERE unit_id = ?1 ORDER BY idx",
+        [S_STEP_INSERT] = "INSERT INTO steps (unit_id, attempt, step, started_at, duration_us, ok, "
+                          "code, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [S_KEYS_SUPERSEDE] = "UPDATE keys SET current = 0 WHERE unit_id = ?1",
+        [S_KEY_INSERT] = "INSERT INTO keys (unit_id, attempt, name, slot, algorithm, "
+                         "pubkey_sha256, spki, pop_ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [S_CERTS_SUPERSEDE] = "UPDATE certificates SET current = 0 WHERE unit_id = ?1",
+        [S_CERT_INSERT] = "INSERT INTO certificates (unit_id, attempt, key_name, cert_serial, der, "
+                          "sha256, not_after, chain_pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [S_CREDS_SUPERSEDE] = "UPDATE credentials SET current = 0 WHERE unit_id = ?1",
+        [S_CRED_INSERT] = "INSERT INTO credentials (unit_id, attempt, name, kind, method, "
+                          "commitment, salt, object) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [S_OBJ_INSERT] = "INSERT INTO objects (unit_id, attempt, name, sha256, size) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [S_ATTEST_INSERT] = "INSERT INTO attestations (unit_id, attempt, key_name, ok, at) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [S_FUSE_INSERT] = "INSERT INTO fuse_journal (unit_id, phase, field, value, verify, state, "
+                          "intent_at) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6)",
+        [S_FUSE_RESULT] = "UPDATE fuse_journal SET state = ?3, readback = ?4, attrs = ?5, "
+                          "result_at = ?6 WHERE id = ?1 AND unit_id = ?2",
+        [S_FUSE_LIST] = "SELECT id, phase, field, value, verify, state, readback, attrs "
+                        "FROM fuse_journal WHERE unit_id = ?1 ORDER BY id",
+        [S_SNAP_INSERT] = "INSERT OR REPLACE INTO fuse_snapshots (unit_id, phase, field, value) "
+                          "VALUES (?1, ?2, ?3, ?4)",
+        [S_EVENT_LAST] = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+        [S_EVENT_INSERT] = "INSERT INTO events (seq, at, unit_id, kind, body, prev_hash, hash) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        [S_EXP_UNIT] =
+                "SELECT u.serial, u.chip_uid, u.verdict, u.fail_code, u.fail_reason, "
+                "u.work_order, u.lot, u.station_id, u.slot, u.operator, r.recipe_id, "
+                "u.recipe_sha256, u.product_id, u.hw_revision, u.fw_version, u.fw_sha256, "
+                "u.started_at, u.finished_at, u.attempts, u.dev_mode, u.debug_closed, "
+                "u.secure_boot, u.lifecycle, u.label_qr "
+                "FROM units u LEFT JOIN recipes r ON r.sha256 = u.recipe_sha256 WHERE u.id = ?1",
+        [S_EXP_CERTS] = "SELECT c.key_name, k.slot, c.cert_serial, k.pubkey_sha256, c.der, "
+                        "c.chain_pem, c.not_after FROM certificates c JOIN keys k "
+                        "ON k.unit_id = c.unit_id AND k.name = c.key_name AND k.current = 1 "
+                        "WHERE c.unit_id = ?1 AND c.current = 1 ORDER BY k.slot, c.key_name",
+        [S_EXP_FUSES] = "SELECT field, readback FROM fuse_journal WHERE unit_id = ?1 "
+                        "AND state = 'done' ORDER BY id",
+        [S_EXPORT_IDS] = "SELECT id FROM units WHERE (?1 IS NULL OR work_order = ?1) "
+                         "AND (?2 IS NULL OR lot = ?2) AND (?3 IS NULL OR started_at >= ?3) "
+                         "AND (?4 IS NULL OR started_at < ?4) AND (?5 IS NULL OR verdict = ?5) "
+                         "ORDER BY id",
+};
+
+struct sq {
+        struct db_export_rec rec; /* scratch for event digests, under lock */
+        sqlite3 *h;
+        char path[KILN_PATH_MAX];
+        pthread_mutex_t lock;
+        sqlite3_stmt *st[S_MAX];
+};
+
+static struct sq *sq_of(struct db *db)
+{
+        return db->impl;
+}
+
+/* Map a SQLite result to a kiln code with the SQLite message as detail. */
+static int sq_fail(struct sq *s, int rc, const char *what)
+{
+        int code;
+
+        switch (rc & 0xFF) {
+        case SQLITE_CONSTRAINT:
+                code = KILN_E_DB_CONSTRAINT;
+                break;
+        case SQLITE_FULL:
+                code = KILN_E_NOSPACE;
+                break;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                code = KILN_E_DB_BUSY;
+                break;
+        case SQLITE_NOMEM:
+                code = KILN_E_NOMEM;
+                break;
+        default:
+                code = KILN_E_DB;
+        }
+        return kiln_fail(code, "database '%s': %s: %s", s->path, what, sqlite3_errmsg(s->h));
+}
+
+static sqlite3_stmt *st_get(struct sq *s, enum stmt_id id)
+{
+        sqlite3_stmt *st = s->st[id];
+
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+        if (v == NULL)
+                sqlite3_bind_null(st, i);
+        else
+                sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static void bind_int(sqlite3_stmt *st, int i, int64_t v)
+{
+        sqlite3_bind_int64(st, i, v);
+}
+
+/* Run a statement that returns no rows. */
+static int st_done(struct sq *s, sqlite3_stmt *st, const char *what)
+{
+        int rc = sqlite3_step(st);
+
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+                return sq_fail(s, rc, what);
+        return KILN_OK;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+        const unsigned char *t = sqlite3_column_text(st, i);
+        return t ? (const char *)t : "";
+}
+
+static int sq_exec(struct sq *s, const char *sql, const char *what)
+{
+        int rc = sqlite3_exec(s->h, sql, NULL, NULL, NULL);
+
+        if (rc != SQLITE_OK)
+                return sq_fail(s, rc, what);
+        return KILN_OK;
+}
+
+static int tx_begin(struct sq *s)
+{
+        return sq_exec(s, "BEGIN IMMEDIATE", "begin transaction");
+}
+
+static int tx_commit(struct sq *s)
+{
+        return sq_exec(s, "COMMIT", "commit");
+}
+
+static void tx_rollback(struct sq *s)
+{
+        if (!sqlite3_get_autocommit(s->h))
+                sqlite3_exec(s->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void now_iso(char out[32])
+{
+        if (kiln_utc_iso8601(kiln_wall_ms(), out, 32) < 0)
+                out[0] = '\0';
+}
+
+static void sha256_hex(const void *p, size_t n, char out[65])
+{
+        uint8_t md[32];
+
+        SHA256(p, n, md);
+        kiln_hex_encode(md, sizeof(md), out, 65);
+}
+
+/* ---- audit chain ---- */
+
+/*
+ * hash = SHA-256(prev_hash "|" seq "|" at "|" unit_id "|" kind "|" body), hex. The genesis
+ * prev_hash is 64 zeros. `kiln audit verify` recomputes exactly this.
+ */
+static int event_append(struct sq *s, int64_t unit_id, const char *kind, const char *body)
+{
+        sqlite3_stmt *st;
+        char prev[65], hash[65], at[32], uid[24];
+        int64_t seq = 1;
+        EVP_MD_CTX *md = NULL;
+        uint8_t digest[32];
+        char seqs[24];
+        int rc, r;
+
+        memset(prev, '0', 64);
+        prev[64] = '\0';
+        st = st_get(s, S_EVENT_LAST);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                seq = sqlite3_column_int64(st, 0) + 1;
+                kiln_strlcpy(prev, col_text(st, 1), sizeof(prev));
+        } else if (rc != SQLITE_DONE) {
+                r = sq_fail(s, rc, "read event log head");
+                sqlite3_reset(st);
+                goto out;
+        }
+        sqlite3_reset(st);
+        now_iso(at);
+        snprintf(seqs, sizeof(seqs), "%lld", (long long)seq);
+        if (unit_id > 0)
+                snprintf(uid, sizeof(uid), "%lld", (long long)unit_id);
+        else
+                uid[0] = '\0';
+        md = EVP_MD_CTX_new();
+        if (md == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
+            !EVP_DigestUpdate(md, prev, 64) || !EVP_DigestUpdate(md, "|", 1) ||
+            !EVP_DigestUpdate(md, seqs, strlen(seqs)) || !EVP_DigestUpdate(md, "|", 1) ||
+            !EVP_DigestUpdate(md, at, strlen(at)) || !EVP_DigestUpdate(md, "|", 1) ||
+            !EVP_DigestUpdate(md, uid, strlen(uid)) || !EVP_DigestUpdate(md, "|", 1) ||
+            !EVP_DigestUpdate(md, kind, strlen(kind)) || !EVP_DigestUpdate(md, "|", 1) ||
+            !EVP_DigestUpdate(md, body, strlen(body)) || !EVP_DigestFinal_ex(md, digest, NULL)) {
+                r = kiln_fail(KILN_E_CRYPTO, "cannot hash audit event");
+                goto out;
+        }
+        kiln_hex_encode(digest, sizeof(digest), hash, sizeof(hash));
+        st = st_get(s, S_EVENT_INSERT);
+        bind_int(st, 1, seq);
+        bind_text(st, 2, at);
+        if (unit_id > 0)
+                bind_int(st, 3, unit_id);
+        else
+                sqlite3_bind_null(st, 3);
+        bind_text(st, 4, kind);
+        bind_text(st, 5, body);
+        bind_text(st, 6, prev);
+        bind_text(st, 7, hash);
+        r = st_done(s, st, "append audit event");
+out:
+        EVP_MD_CTX_free(md);
+        return r;
+}
+
+/* Forward: the export record builder, used for the digest that unit events carry. */
+static int sq_unit_export_json_locked(struct sq *s, int64_t unit_id, struct kiln_buf *out);
+
+/*
+ * Append a unit event: `details` (a JSON object body without braces, may be "") plus the SHA-256 of
+ * the unit's export record as it stands inside this transaction.
+ */
+static int unit_event(struct sq *s, int64_t unit_id, const char *kind, const char *details)
+{
+        struct kiln_buf rec, body;
+        char digest[65];
+        int r;
+
+        kiln_buf_init(&rec, 1u << 20);
+        kiln_buf_init(&body, 1u << 20);
+        r = sq_unit_export_json_locked(s, unit_id, &rec);
+        if (r < 0)
+                goto out;
+        sha256_hex(rec.data, rec.len, digest);
+        kiln_buf_printf(&body, "{\"unit\":%lld,%s%s\"record_sha256\":\"%s\"}", (long long)unit_id,
+                        details, details[0] ? "," : "", digest);
+        r = kiln_buf_error(&body);
+        if (r < 0)
+                goto out;
+        r = event_append(s, unit_id, kind, kiln_buf_cstr(&body));
+out:
+        kiln_buf_free(&rec);
+        kiln_buf_free(&body);
+        return r;
+}
+
+/* ---- open / migrate ---- */
+
+static int sq_migrate(struct sq *s)
+{
+        sqlite3_stmt *st = NULL;
+        int version = 0, rc, r;
+
+        rc = sqlite3_prepare_v2(s->h, "PRAGMA user_version", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return sq_fail(s, rc, "read schema version");
+        if (sqlite3_step(st) == SQLITE_ROW)
+                version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (version > (int)MIGRATIONS)
+                return kiln_fail(KILN_E_DB_SCHEMA,
+                                 "database '%s' has schema version %d; this kiln knows up to %d "
+                                 "(use a newer kiln)",
+                                 s->path, version, (int)MIGRATIONS);
+        for (int v = version; v < (int)MIGRATIONS; v++) {
+                char pragma[64];
+
+                r = tx_begin(s);
+                if (r < 0)
+                        return r;
+                r = sq_exec(s, migrations[v], "migrate schema");
+                if (r == KILN_OK) {
+                        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+                        r = sq_exec(s, pragma, "set schema version");
+                }
+                if (r == KILN_OK)
+                        r = tx_commit(s);
+                if (r < 0) {
+                        tx_rollback(s);
+                        return r;
+                }
+        }
+        return KILN_OK;
+}
+
+static void sq_close(struct db *db)
+{
+        struct sq *s;
+
+        if (db == NULL)
+                return;
+        s = sq_of(db);
+        if (s != NULL) {
+                for (int i = 0; i < S_MAX; i++)
+                        sqlite3_finalize(s->st[i]);
+                if (s->h != NULL)
+                        sqlite3_close(s->h);
+                pthread_mutex_destroy(&s->lock);
+                export_rec_free(&s->rec);
+                kiln_free(s);
+        }
+        kiln_free(db);
+}
+
+static const struct db_ops sqlite_ops;
+
+int db_sqlite_open(const char *path, struct db **ret)
+{
+        struct db *db = NULL;
+        struct sq *s = NULL;
+        int rc, r;
+
+        db = kiln_calloc(1, sizeof(*db));
+        s = kiln_calloc(1, sizeof(*s));
+        if (db == NULL || s == NULL) {
+                kiln_free(db);
+                kiln_free(s);
+                return KILN_E_NOMEM;
+        }
+        db->ops = &sqlite_ops;
+        db->impl = s;
+        export_rec_init(&s->rec);
+        {
+                /* recursive: an export holds the lock across its callback, which reads units */
+                pthread_mutexattr_t a;
+
+                pthread_mutexattr_init(&a);
+                pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+                pthread_mutex_init(&s->lock, &a);
+                pthread_mutexattr_destroy(&a);
+        }
+        if (kiln_strlcpy(s->path, path, sizeof(s->path)) < 0) {
+                r = kiln_fail(KILN_E_RANGE, "database path too long");
+                goto out;
+        }
+        rc = sqlite3_open_v2(path, &s->h,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK) {
+                r = kiln_fail(KILN_E_DB, "cannot open database '%s': %s", path,
+                              s->h ? sqlite3_errmsg(s->h) : sqlite3_errstr(rc));
+                goto out;
+        }
+        sqlite3_extended_result_codes(s->h, 1);
+        sqlite3_busy_timeout(s->h, 5000);
+        /* journal_mode returns a row; exec ignores it. WAL fails on some file systems: check. */
+        r = sq_exec(s, "PRAGMA journal_mode = WAL", "enable WAL");
+        if (r == KILN_OK)
+                r = sq_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                            "set durability");
+        if (r < 0)
+                goto out;
+        {
+                sqlite3_stmt *st = NULL;
+                int wal = 0;
+
+                if (sqlite3_prepare_v2(s->h, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+                    sqlite3_step(st) == SQLITE_ROW)
+                        wal = strcmp(col_text(st, 0), "wal") == 0;
+                sqlite3_finalize(st);
+                if (!wal) {
+                        r = kiln_fail(KILN_E_DB, "database '%s': cannot use WAL journaling here",
+                                      path);
+                        goto out;
+                }
+        }
+        r = sq_migrate(s);
+        if (r < 0)
+                goto out;
+        for (int i = 0; i < S_MAX; i++) {
+                rc = sqlite3_prepare_v3(s->h, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                                        NULL);
+                if (rc != SQLITE_OK) {
+                        r = sq_fail(s, rc, "prepare statement");
+                        goto out;
+                }
+        }
+        *ret = db;
+        db = NULL;
+        r = KILN_OK;
+out:
+        if (db != NULL)
+                sq_close(db);
+        return r;
+}
+
+/* ---- work orders and recipes ---- */
+
+static int wo_read(struct sq *s, const char *id, struct db_work_order *ret)
+{
+        sqlite3_stmt *st = st_get(s, S_WO_GET);
+        int rc;
+
+        bind_text(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+                sqlite3_reset(st);
+                return KILN_E_NOT_FOUND;
+        }
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return sq_fail(s, rc, "read work order");
+        }
+        memset(ret, 0, sizeof(*ret));
+        kiln_strlcpy(ret->id, col_text(st, 0), sizeof(ret->id));
+        kiln_strlcpy(ret->lot, col_text(st, 1), sizeof(ret->lot));
+        kiln_strlcpy(ret->recipe_sha256, col_text(st, 2), sizeof(ret->recipe_sha256));
+        ret->quota = (uint32_t)sqlite3_column_int64(st, 3);
+        ret->reserved = (uint32_t)sqlite3_column_int64(st, 4);
+        ret->consumed = (uint32_t)sqlite3_column_int64(st, 5);
+        sqlite3_reset(st);
+        return KILN_OK;
+}
+
+static int sq_work_order_get(struct db *db, const char *id, struct db_work_order *ret)
+{
+        struct sq *s = sq_of(db);
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = wo_read(s, id, ret);
+        pthread_mutex_unlock(&s->lock);
+        if (r == KILN_E_NOT_FOUND)
+                kiln_fail(r, "work order '%s' not found", id);
+        return r;
+}
+
+static int sq_work_order_ensure(struct db *db, const char *id, const char *lot,
+                                const char *recipe_sha256, uint32_t quota,
+                                struct db_work_order *ret)
+{
+        struct sq *s = sq_of(db);
+        struct db_work_order wo;
+        struct kiln_buf body;
+        struct json_w w;
+        char at[32];
+        int r;
+
+        kiln_buf_init(&body, 4096);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r < 0)
+                goto out;
+        r = wo_read(s, id, &wo);
+        if (r == KILN_OK) {
+                if (strcmp(wo.recipe_sha256, recipe_sha256) != 0) {
+                        r = kiln_fail(KILN_E_MISMATCH,
+                                      "work order '%s' was started with recipe %.12s…, not %.12s…",
+                                      id, wo.recipe_sha256, recipe_sha256);
+                        goto out;
+                }
+                if (lot != NULL && lot[0] != '\0' && strcmp(wo.lot, lot) != 0) {
+                        r = kiln_fail(KILN_E_MISMATCH, "work order '%s' belongs to lot '%s', not '%s'",
+                                      id, wo.lot, lot);
+                        goto out;
+                }
+                tx_rollback(s);
+                *ret = wo;
+                r = KILN_OK;
+                goto out;
+        }
+        if (r != KILN_E_NOT_FOUND)
+                goto out;
+        now_iso(at);
+        {
+                sqlite3_stmt *st = st_get(s, S_WO_INSERT);
+
+                bind_text(st, 1, id);
+                bind_text(st, 2, lot != NULL && lot[0] ? lot : id);
+                bind_text(st, 3, recipe_sha256);
+                bind_int(st, 4, quota);
+                bind_text(st, 5, at);
+                r = st_done(s, st, "create work order");
+                if (r < 0)
+                        goto out;
+        }
+        json_init(&w, &body);
+        json_obj_begin(&w);
+        json_kv_str(&w, "work_order", id);
+        json_kv_str(&w, "lot", lot != NULL && lot[0] ? lot : id);
+        json_kv_str(&w, "recipe_sha256", recipe_sha256);
+        json_kv_int(&w, "quota", quota);
+        json_obj_end(&w);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = event_append(s, 0, "work_order.create", kiln_buf_cstr(&body));
+        if (r == KILN_OK)
+                r = wo_read(s, id, &wo);
+        if (r == KILN_OK)
+                r = tx_commit(s);
+        if (r == KILN_OK)
+                *ret = wo;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&body);
+        return r;
+}
+
+static int sq_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id,
+                           const char *version, const uint8_t *body, size_t len)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        char at[32];
+        int r;
+
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_RECIPE_INSERT);
+        bind_text(st, 1, sha256_hex);
+        bind_text(st, 2, recipe_id);
+        bind_text(st, 3, version);
+        sqlite3_bind_blob(st, 4, body, (int)len, SQLITE_TRANSIENT);
+        bind_text(st, 5, at);
+        r = st_done(s, st, "store recipe");
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* ---- units ---- */
+
+static int unit_load(struct sq *s, int64_t id, struct db_unit *u)
+{
+        sqlite3_stmt *st = st_get(s, S_UNIT_BY_ID);
+        int rc, r = KILN_OK;
+        enum db_verdict v = DB_VERDICT_IN_PROGRESS;
+
+        bind_int(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                r = rc == SQLITE_DONE ? KILN_E_NOT_FOUND : sq_fail(s, rc, "read unit");
+                sqlite3_reset(st);
+                return r;
+        }
+        memset(u, 0, sizeof(*u));
+        u->id = sqlite3_column_int64(st, 0);
+        kiln_strlcpy(u->chip_uid, col_text(st, 1), sizeof(u->chip_uid));
+        kiln_strlcpy(u->serial, col_text(st, 2), sizeof(u->serial));
+        u->serial_seq = (uint64_t)sqlite3_column_int64(st, 3);
+        kiln_strlcpy(u->work_order, col_text(st, 4), sizeof(u->work_order));
+        if (db_verdict_parse(col_text(st, 5), &v) < 0)
+                r = kiln_fail(KILN_E_DB, "unit %lld has an unknown verdict '%s'", (long long)id,
+                              col_text(st, 5));
+        u->verdict = v;
+        u->attempt = (unsigned)sqlite3_column_int(st, 6);
+        u->lock_started = sqlite3_column_int(st, 7);
+        sqlite3_reset(st);
+        if (r < 0)
+                return r;
+        st = st_get(s, S_MACS_BY_UNIT);
+        bind_int(st, 1, id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && u->n_macs < DB_MACS_MAX)
+                kiln_strlcpy(u->macs[u->n_macs++], col_text(st, 0), DB_MAC_STR);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return sq_fail(s, rc, "read MAC addresses");
+        return KILN_OK;
+}
+
+static int unit_find_uid(struct sq *s, const char *uid, int64_t *ret_id)
+{
+        sqlite3_stmt *st = st_get(s, S_UNIT_BY_UID);
+        int rc;
+
+        bind_text(st, 1, uid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_id = sqlite3_column_int64(st, 0);
+                sqlite3_reset(st);
+                return KILN_OK;
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? KILN_E_NOT_FOUND : sq_fail(s, rc, "look up chip UID");
+}
+
+static int counter_next(struct sq *s, const char *name, uint64_t start, uint64_t *ret)
+{
+        sqlite3_stmt *st = st_get(s, S_COUNTER_GET);
+        int rc;
+
+        bind_text(st, 1, name);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = (uint64_t)sqlite3_column_int64(st, 0);
+        else if (rc == SQLITE_DONE)
+                *ret = start;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return sq_fail(s, rc, "read allocation counter");
+        return KILN_OK;
+}
+
+static int counter_set(struct sq *s, const char *name, uint64_t next)
+{
+        sqlite3_stmt *st = st_get(s, S_COUNTER_SET);
+
+        if (next > INT64_MAX)
+                return kiln_fail(KILN_E_POOL_EXHAUSTED, "allocation counter '%s' overflows", name);
+        bind_text(st, 1, name);
+        bind_int(st, 2, (int64_t)next);
+        return st_done(s, st, "advance allocation counter");
+}
+
+static void mac_format(uint64_t v, char out[DB_MAC_STR])
+{
+        snprintf(out, DB_MAC_STR, "%02x:%02x:%02x:%02x:%02x:%02x", (unsigned)(v >> 40) & 0xFF,
+                 (unsigned)(v >> 32) & 0xFF, (unsigned)(v >> 24) & 0xFF, (unsigned)(v >> 16) & 0xFF,
+                 (unsigned)(v >> 8) & 0xFF, (unsigned)v & 0xFF);
+}
+
+static int steps_flush(struct sq *s, struct db_unit *u)
+{
+        for (unsigned i = 0; i < u->n_pending; i++) {
+                const struct db_step *p = &u->pending[i];
+                sqlite3_stmt *st = st_get(s, S_STEP_INSERT);
+                char at[32];
+                int r;
+
+                if (kiln_utc_iso8601(p->started_ms, at, sizeof(at)) < 0)
+                        at[0] = '\0';
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, p->name);
+                bind_text(st, 4, at);
+                bind_int(st, 5, (int64_t)p->duration_us);
+                bind_int(st, 6, p->ok);
+                bind_text(st, 7, p->code[0] ? p->code : NULL);
+                bind_text(st, 8, p->detail[0] ? p->detail : NULL);
+                r = st_done(s, st, "record step");
+                if (r < 0)
+                        return r;
+        }
+        return KILN_OK;
+}
+
+/* Steps are written inside the transaction; the queue is emptied only once it committed. */
+static int tx_commit_unit(struct sq *s, struct db_unit *u)
+{
+        int r = tx_commit(s);
+
+        if (r == KILN_OK)
+                u->n_pending = 0;
+        return r;
+}
+
+static int snapshot_store(struct sq *s, int64_t unit_id, const char *phase,
+                          const char *const *snap, unsigned n)
+{
+        for (unsigned i = 0; i < n; i++) {
+                const char *eq = strchr(snap[i], '=');
+                char field[KILN_NAME_MAX + 1];
+                sqlite3_stmt *st;
+                int r;
+
+                if (eq == NULL || (size_t)(eq - snap[i]) > KILN_NAME_MAX)
+                        return kiln_fail(KILN_E_INVAL, "bad fuse snapshot entry");
+                memcpy(field, snap[i], (size_t)(eq - snap[i]));
+                field[eq - snap[i]] = '\0';
+                st = st_get(s, S_SNAP_INSERT);
+                bind_int(st, 1, unit_id);
+                bind_text(st, 2, phase);
+                bind_text(st, 3, field);
+                bind_text(st, 4, eq + 1);
+                r = st_done(s, st, "record fuse snapshot");
+                if (r < 0)
+                        return r;
+        }
+        return KILN_OK;
+}
+
+static int admit_new(struct sq *s, const struct db_admit_request *q, int64_t *ret_id)
+{
+        struct db_work_order wo;
+        sqlite3_stmt *st;
+        uint64_t seq = 0, mac = 0;
+        char serial[DB_SERIAL_MAX], at[32];
+        int64_t id;
+        int r;
+
+        r = wo_read(s, q->work_order, &wo);
+        if (r == KILN_E_NOT_FOUND)
+                return kiln_fail(r, "work order '%s' not found", q->work_order);
+        if (r < 0)
+                return r;
+        st = st_get(s, S_WO_RESERVE);
+        bind_text(st, 1, q->work_order);
+        r = st_done(s, st, "reserve quota");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->h) != 1)
+                return kiln_fail(KILN_E_QUOTA, "work order '%s' has no quota left (%u of %u used)",
+                                 q->work_order, wo.consumed + wo.reserved, wo.quota);
+
+        r = counter_next(s, q->serial_counter, q->serial_start, &seq);
+        if (r < 0)
+                return r;
+        r = q->render_serial(q->render_ctx, seq, serial, sizeof(serial));
+        if (r < 0)
+                return r;
+        r = counter_set(s, q->serial_counter, seq + 1);
+        if (r < 0)
+                return r;
+        if (q->mac_counter != NULL && q->mac_count > 0) {
+                if (q->mac_count > DB_MACS_MAX)
+                        return kiln_fail(KILN_E_RANGE, "too many MAC addresses per unit");
+                r = counter_next(s, q->mac_counter, q->mac_first, &mac);
+                if (r < 0)
+                        return r;
+                if (mac < q->mac_first || mac > q->mac_last ||
+                    q->mac_last - mac < (uint64_t)q->mac_count - 1)
+                        return kiln_fail(KILN_E_POOL_EXHAUSTED,
+                                         "MAC pool '%s' is exhausted (%u addresses needed)",
+                                         q->mac_counter, q->mac_count);
+                r = counter_set(s, q->mac_counter, mac + q->mac_count);
+                if (r < 0)
+                        return r;
+        }
+
+        now_iso(at);
+        st = st_get(s, S_UNIT_INSERT);
+        bind_text(st, 1, q->chip_uid);
+        bind_text(st, 2, serial);
+        bind_int(st, 3, (int64_t)seq);
+        bind_text(st, 4, q->work_order);
+        bind_text(st, 5, wo.lot);
+        bind_text(st, 6, q->station_id);
+        bind_text(st, 7, q->slot);
+        bind_text(st, 8, q->operator_id);
+        bind_text(st, 9, q->recipe_sha256);
+        bind_text(st, 10, q->product_id);
+        bind_int(st, 11, q->hw_revision);
+        bind_text(st, 12, q->fw_version);
+        bind_text(st, 13, q->fw_sha256);
+        bind_int(st, 14, q->dev_mode ? 1 : 0);
+        bind_text(st, 15, at);
+        r = st_done(s, st, "create unit");
+        if (r < 0)
+                return r;
+        id = sqlite3_last_insert_rowid(s->h);
+        for (unsigned i = 0; q->mac_counter != NULL && i < q->mac_count; i++) {
+                char m[DB_MAC_STR];
+
+                mac_format(mac + i, m);
+                st = st_get(s, S_MAC_INSERT);
+                bind_text(st, 1, m);
+                bind_int(st, 2, id);
+                bind_int(st, 3, i);
+                r = st_done(s, st, "allocate MAC address");
+                if (r < 0)
+                        return r;
+        }
+        *ret_id = id;
+        return KILN_OK;
+}
+
+static int sq_unit_admit(struct db *db, const struct db_admit_request *q, struct db_unit *ret,
+                         enum db_admit_kind *ret_kind)
+{
+        struct sq *s = sq_of(db);
+        struct db_unit u;
+        enum db_admit_kind kind = DB_ADMIT_NEW;
+        int64_t id = 0;
+        char details[512];
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r < 0)
+                goto out;
+        r = unit_find_uid(s, q->chip_uid, &id);
+        if (r == KILN_OK) {
+                r = unit_load(s, id, &u);
+                if (r < 0)
+                        goto out;
+                switch (u.verdict) {
+                case DB_VERDICT_PASS:
+                        snprintf(details,
+                                 sizeof(details), "\"alert\":\"clone\",\"chip_uid\":\"%s\","
+                                 "\"existing_serial\":\"%s\",\"slot\":\"%s\"",
+                                 q->chip_uid, u.serial, q->slot);
+                        r = unit_event(s, id, "unit.clone_alert", details);
+                        if (r == KILN_OK)
+                                r = tx_commit(s);
+                        if (r == KILN_OK)
+                                r = kiln_fail(KILN_E_CLONE,
+                                              "chip UID %s was already provisioned as %s: clone "
+                                              "alert",
+                                              q->chip_uid, u.serial);
+                        goto out;
+                case DB_VERDICT_LOCK_FAILED:
+                case DB_VERDICT_SCRAP:
+                        r = kiln_fail(KILN_E_PERM, "unit %s (chip %s) is %s and awaits a quality "
+                                                   "disposition",
+                                      u.serial, q->chip_uid, db_verdict_name(u.verdict));
+                        goto out;
+                case DB_VERDICT_IN_PROGRESS:
+                        if (u.lock_started) {
+                                kind = DB_ADMIT_RESUME;
+                                break;
+                        }
+                        /* interrupted before the lock: a new attempt, quota still reserved */
+                        kind = DB_ADMIT_RETRY;
+                        break;
+                case DB_VERDICT_FAIL: {
+                        sqlite3_stmt *st = st_get(s, S_WO_RESERVE);
+
+                        kind = DB_ADMIT_RETRY;
+                        bind_text(st, 1, u.work_order);
+                        r = st_done(s, st, "reserve quota");
+                        if (r < 0)
+                                goto out;
+                        if (sqlite3_changes(s->h) != 1) {
+                                r = kiln_fail(KILN_E_QUOTA, "work order '%s' has no quota left",
+                                              u.work_order);
+                                goto out;
+                        }
+                        break;
+                }
+                default:
+                        r = KILN_E_INTERNAL;
+                        goto out;
+                }
+                if (kind == DB_ADMIT_RETRY) {
+                        sqlite3_stmt *st = st_get(s, S_UNIT_REOPEN);
+
+                        bind_int(st, 1, id);
+                        bind_text(st, 2, q->station_id);
+                        bind_text(st, 3, q->slot);
+                        bind_text(st, 4, q->operator_id);
+                        bind_text(st, 5, q->fw_version);
+                        bind_text(st, 6, q->fw_sha256);
+                        r = st_done(s, st, "reopen unit");
+                        if (r < 0)
+                                goto out;
+                }
+        } else if (r == KILN_E_NOT_FOUND) {
+                r = admit_new(s, q, &id);
+                if (r < 0)
+                        goto out;
+        } else {
+                goto out;
+        }
+        r = snapshot_store(s, id, "pre", q->snapshot, q->n_snapshot);
+        if (r < 0)
+                goto out;
+        r = unit_load(s, id, &u);
+        if (r < 0)
+                goto out;
+        snprintf(details, sizeof(details), "\"admission\":\"%s\",\"attempt\":%u,\"slot\":\"%s\"",
+                 kind == DB_ADMIT_NEW ? "new" : kind == DB_ADMIT_RETRY ? "retry" : "resume",
+                 u.attempt, q->slot);
+        r = unit_event(s, id, "unit.admit", details);
+        if (r == KILN_OK)
+                r = tx_commit(s);
+        if (r < 0)
+                goto out;
+        *ret = u;
+        *ret_kind = kind;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struct db_key_rec *keys,
+                                   unsigned n_keys, const struct db_cert_rec *certs,
+                                   unsigned n_certs, const struct db_cred_rec *creds,
+                                   unsigned n_creds)
+{
+        static const enum stmt_id supersede[] = {S_KEYS_SUPERSEDE, S_CERTS_SUPERSEDE,
+                                                 S_CREDS_SUPERSEDE};
+        struct sq *s = sq_of(db);
+        struct kiln_buf details;
+        struct json_w w;
+        sqlite3_stmt *st;
+        int r;
+
+        kiln_buf_init(&details, 64u << 10);
+        json_init(&w, &details);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r < 0)
+                goto out;
+        r = steps_flush(s, u);
+        for (unsigned i = 0; r == KILN_OK && i < 3; i++) {
+                st = st_get(s, supersede[i]);
+                bind_int(st, 1, u->id);
+                r = st_done(s, st, "supersede earlier attempt");
+        }
+        if (r < 0)
+                goto out;
+        /* details: the body of the event, without the outer braces */
+        json_key(&w, "keys");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_keys; i++) {
+                char fp[65];
+
+                sha256_hex(keys[i].spki_der, keys[i].spki_len, fp);
+                st = st_get(s, S_KEY_INSERT);
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, keys[i].name);
+                bind_int(st, 4, keys[i].slot);
+                bind_text(st, 5, keys[i].algorithm);
+                bind_text(st, 6, fp);
+                sqlite3_bind_blob(st, 7, keys[i].spki_der, (int)keys[i].spki_len, SQLITE_TRANSIENT);
+                bind_int(st, 8, keys[i].pop_ok ? 1 : 0);
+                r = st_done(s, st, "record device key");
+                if (r == KILN_E_DB_CONSTRAINT)
+                        r = kiln_fail_append(r, "public key %s of key '%s' already belongs to "
+                                                "another unit",
+                                             fp, keys[i].name);
+                if (r < 0)
+                        goto out;
+                json_obj_begin(&w);
+                json_kv_str(&w, "name", keys[i].name);
+                json_kv_int(&w, "slot", keys[i].slot);
+                json_kv_str(&w, "pubkey_sha256", fp);
+                json_kv_bool(&w, "pop_ok", keys[i].pop_ok);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        json_key(&w, "certificates");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_certs; i++) {
+                char fp[65];
+
+                sha256_hex(certs[i].der, certs[i].der_len, fp);
+                st = st_get(s, S_CERT_INSERT);
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, certs[i].key_name);
+                bind_text(st, 4, certs[i].serial_hex);
+                sqlite3_bind_blob(st, 5, certs[i].der, (int)certs[i].der_len, SQLITE_TRANSIENT);
+                bind_text(st, 6, fp);
+                bind_text(st, 7, certs[i].not_after);
+                bind_text(st, 8, certs[i].chain_pem);
+                r = st_done(s, st, "record certificate");
+                if (r == KILN_E_DB_CONSTRAINT)
+                        r = kiln_fail_append(r, "certificate serial %s already belongs to "
+                                                "another unit",
+                                             certs[i].serial_hex);
+                if (r < 0)
+                        goto out;
+                json_obj_begin(&w);
+                json_kv_str(&w, "key", certs[i].key_name);
+                json_kv_str(&w, "serial", certs[i].serial_hex);
+                json_kv_str(&w, "sha256", fp);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        json_key(&w, "credentials");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_creds; i++) {
+                st = st_get(s, S_CRED_INSERT);
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, creds[i].name);
+                bind_text(st, 4, creds[i].kind);
+                bind_text(st, 5, creds[i].method);
+                bind_text(st, 6, creds[i].commitment);
+                bind_text(st, 7, creds[i].salt);
+                bind_text(st, 8, creds[i].object);
+                r = st_done(s, st, "record credential commitment");
+                if (r < 0)
+                        goto out;
+                json_obj_begin(&w);
+                json_kv_str(&w, "name", creds[i].name);
+                json_kv_str(&w, "method", creds[i].method);
+                json_kv_str(&w, "commitment", creds[i].commitment);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = unit_event(s, u->id, "unit.identity", kiln_buf_cstr(&details));
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&details);
+        return r;
+}
+
+static int sq_unit_record_verified(struct db *db, struct db_unit *u,
+                                   const struct db_object_rec *objs, unsigned n_objs,
+                                   const struct db_attest_rec *att, unsigned n_att)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf details;
+        struct json_w w;
+        char at[32];
+        int r;
+
+        kiln_buf_init(&details, 64u << 10);
+        json_init(&w, &details);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = steps_flush(s, u);
+        if (r < 0)
+                goto out;
+        json_key(&w, "objects");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_objs; i++) {
+                sqlite3_stmt *st = st_get(s, S_OBJ_INSERT);
+
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, objs[i].name);
+                bind_text(st, 4, objs[i].sha256);
+                bind_int(st, 5, (int64_t)objs[i].size);
+                r = st_done(s, st, "record object");
+                if (r < 0)
+                        goto out;
+                json_obj_begin(&w);
+                json_kv_str(&w, "name", objs[i].name);
+                json_kv_str(&w, "sha256", objs[i].sha256);
+                json_kv_int(&w, "size", (int64_t)objs[i].size);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        json_key(&w, "attestations");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_att; i++) {
+                sqlite3_stmt *st = st_get(s, S_ATTEST_INSERT);
+
+                bind_int(st, 1, u->id);
+                bind_int(st, 2, u->attempt);
+                bind_text(st, 3, att[i].key_name);
+                bind_int(st, 4, att[i].ok ? 1 : 0);
+                bind_text(st, 5, at);
+                r = st_done(s, st, "record attestation");
+                if (r < 0)
+                        goto out;
+                json_obj_begin(&w);
+                json_kv_str(&w, "key", att[i].key_name);
+                json_kv_bool(&w, "ok", att[i].ok);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = unit_event(s, u->id, "unit.verified", kiln_buf_cstr(&details));
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&details);
+        return r;
+}
+
+static const char *const fuse_state_names[DB_FUSE_STATE_MAX] = {"intent", "done", "failed"};
+
+static int sq_fuse_journal(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
+                           unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf details;
+        struct json_w w;
+        char at[32];
+        int r;
+
+        kiln_buf_init(&details, 64u << 10);
+        json_init(&w, &details);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = steps_flush(s, u);
+        if (r < 0)
+                goto out;
+        json_key(&w, "results");
+        json_arr_begin(&w);
+        for (unsigned i = 0; i < n_results; i++) {
+                const struct db_fuse_rec *f = &results[i];
+                sqlite3_stmt *st = st_get(s, S_FUSE_RESULT);
+
+                if ((unsigned)f->state >= DB_FUSE_STATE_MAX || f->state == DB_FUSE_INTENT) {
+                        r = kiln_fail(KILN_E_INVAL, "fuse result without an outcome");
+                        goto out;
+                }
+                bind_int(st, 1, f->id);
+                bind_int(st, 2, u->id);
+                bind_text(st, 3, fuse_state_names[f->state]);
+                bind_text(st, 4, f->readback);
+                bind_int(st, 5, f->attrs);
+                bind_text(st, 6, at);
+                r = st_done(s, st, "record fuse result");
+                if (r < 0)
+                        goto out;
+                if (sqlite3_changes(s->h) != 1) {
+                        r = kiln_fail(KILN_E_NOT_FOUND, "fuse journal entry %lld not found",
+                                      (long long)f->id);
+                        goto out;
+                }
+                json_obj_begin(&w);
+                json_kv_int(&w, "id", f->id);
+                json_kv_str(&w, "field", f->field);
+                json_kv_str(&w, "state", fuse_state_names[f->state]);
+                json_kv_str(&w, "readback", f->readback);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        json_key(&w, "intents");
+        json_arr_begin(&w);
+        if (n_intents > 0 && !u->lock_started) {
+                sqlite3_stmt *st = st_get(s, S_UNIT_LOCK);
+
+                bind_int(st, 1, u->id);
+                r = st_done(s, st, "mark lock started");
+                if (r < 0)
+                        goto out;
+        }
+        for (unsigned i = 0; i < n_intents; i++) {
+                struct db_fuse_rec *f = &intents[i];
+                sqlite3_stmt *st = st_get(s, S_FUSE_INSERT);
+
+                bind_int(st, 1, u->id);
+                bind_text(st, 2, f->phase);
+                bind_text(st, 3, f->field);
+                bind_text(st, 4, f->value);
+                bind_text(st, 5, f->verify);
+                bind_text(st, 6, at);
+                r = st_done(s, st, "journal fuse intent");
+                if (r < 0)
+                        goto out;
+                f->id = sqlite3_last_insert_rowid(s->h);
+                json_obj_begin(&w);
+                json_kv_int(&w, "id", f->id);
+                json_kv_str(&w, "phase", f->phase);
+                json_kv_str(&w, "field", f->field);
+                json_kv_str(&w, "value", f->value);
+                json_obj_end(&w);
+        }
+        json_arr_end(&w);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = unit_event(s, u->id, "unit.fuses", kiln_buf_cstr(&details));
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+        if (r == KILN_OK && n_intents > 0)
+                u->lock_started = 1;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&details);
+        return r;
+}
+
+static int sq_fuse_list(struct db *db, int64_t unit_id, db_fuse_visit_fn fn, void *ctx)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_FUSE_LIST);
+        bind_int(st, 1, unit_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct db_fuse_rec f;
+                const char *state = col_text(st, 5);
+
+                memset(&f, 0, sizeof(f));
+                f.id = sqlite3_column_int64(st, 0);
+                f.phase = col_text(st, 1);
+                f.field = col_text(st, 2);
+                f.value = col_text(st, 3);
+                f.verify = col_text(st, 4);
+                f.state = strcmp(state, "done") == 0     ? DB_FUSE_DONE
+                          : strcmp(state, "failed") == 0 ? DB_FUSE_FAILED
+                                                         : DB_FUSE_INTENT;
+                f.readback = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_text(st, 6);
+                f.attrs = (unsigned)sqlite3_column_int(st, 7);
+                r = fn(ctx, &f);
+                if (r != KILN_OK)
+                        break;
+        }
+        if (r == KILN_OK && rc != SQLITE_DONE)
+                r = sq_fail(s, rc, "read fuse journal");
+        sqlite3_reset(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_unit_finish(struct db *db, struct db_unit *u, const struct db_finish *f)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf details;
+        struct json_w w;
+        sqlite3_stmt *st;
+        const char *quota_state;
+        char at[32];
+        int r;
+
+        kiln_buf_init(&details, 16u << 10);
+        json_init(&w, &details);
+        if (f->verdict == DB_VERDICT_IN_PROGRESS || (unsigned)f->verdict >= DB_VERDICT_MAX)
+                return kiln_fail(KILN_E_INVAL, "finish needs a final verdict");
+        if (f->verdict == DB_VERDICT_FAIL && u->lock_started)
+                return kiln_fail(KILN_E_INVAL, "unit %s: a failure after the lock started is "
+                                               "LOCK_FAILED or SCRAP, not FAIL",
+                                 u->serial);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = steps_flush(s, u);
+        if (r < 0)
+                goto out;
+        st = st_get(s, f->verdict == DB_VERDICT_FAIL ? S_WO_RETURN : S_WO_CONSUME);
+        bind_text(st, 1, u->work_order);
+        r = st_done(s, st, "settle quota");
+        if (r < 0)
+                goto out;
+        if (sqlite3_changes(s->h) != 1) {
+                r = kiln_fail(KILN_E_DB, "work order '%s' has no reservation for unit %s",
+                              u->work_order, u->serial);
+                goto out;
+        }
+        quota_state = f->verdict == DB_VERDICT_FAIL ? "returned" : "consumed";
+        r = snapshot_store(s, u->id, "post", f->snapshot, f->n_snapshot);
+        if (r < 0)
+                goto out;
+        st = st_get(s, S_UNIT_FINISH);
+        bind_int(st, 1, u->id);
+        bind_text(st, 2, db_verdict_name(f->verdict));
+        bind_text(st, 3, f->fail_code);
+        bind_text(st, 4, f->fail_reason);
+        if (f->debug_closed < 0)
+                sqlite3_bind_null(st, 5);
+        else
+                bind_int(st, 5, f->debug_closed);
+        if (f->secure_boot < 0)
+                sqlite3_bind_null(st, 6);
+        else
+                bind_int(st, 6, f->secure_boot);
+        bind_text(st, 7, f->lifecycle);
+        bind_text(st, 8, f->label_qr);
+        bind_text(st, 9, quota_state);
+        bind_text(st, 10, at);
+        r = st_done(s, st, "record verdict");
+        if (r < 0)
+                goto out;
+        json_kv_str(&w, "verdict", db_verdict_name(f->verdict));
+        json_kv_str(&w, "fail_code", f->fail_code);
+        json_kv_str(&w, "quota", quota_state);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = unit_event(s, u->id, "unit.finish", kiln_buf_cstr(&details));
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+        if (r == KILN_OK)
+                u->verdict = f->verdict;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&details);
+        return r;
+}
+
+static int sq_unit_flush_steps(struct db *db, struct db_unit *u)
+{
+        struct sq *s = sq_of(db);
+        int r;
+
+        if (u->n_pending == 0)
+                return KILN_OK;
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = steps_flush(s, u);
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_units_in_progress(struct db *db, db_unit_visit_fn fn, void *ctx)
+{
+        struct sq *s = sq_of(db);
+        int64_t ids[256];
+        int64_t after = 0;
+        int r = KILN_OK;
+
+        /* collect ids in batches so the callback runs without the statement open */
+        for (;;) {
+                sqlite3_stmt *st;
+                unsigned n = 0;
+                int rc;
+
+                pthread_mutex_lock(&s->lock);
+                st = st_get(s, S_UNITS_IN_PROGRESS);
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 256) {
+                        int64_t id = sqlite3_column_int64(st, 0);
+
+                        if (id > after)
+                                ids[n++] = id;
+                }
+                sqlite3_reset(st);
+                pthread_mutex_unlock(&s->lock);
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                        return sq_fail(s, rc, "list units in progress");
+                if (n == 0)
+                        break;
+                for (unsigned i = 0; i < n; i++) {
+                        struct db_unit u;
+
+                        pthread_mutex_lock(&s->lock);
+                        r = unit_load(s, ids[i], &u);
+                        pthread_mutex_unlock(&s->lock);
+                        if (r == KILN_OK)
+                                r = fn(ctx, &u);
+                        if (r != KILN_OK)
+                                return r;
+                        after = ids[i];
+                }
+        }
+        return r;
+}
+
+static int sq_unit_by_uid(struct db *db, const char *chip_uid, struct db_unit *ret)
+{
+        struct sq *s = sq_of(db);
+        int64_t id;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = unit_find_uid(s, chip_uid, &id);
+        if (r == KILN_OK)
+                r = unit_load(s, id, ret);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* ---- the export record ---- */
+
+static void col_copy(sqlite3_stmt *st, int col, char *dst, size_t cap, int *has)
+{
+        int null = sqlite3_column_type(st, col) == SQLITE_NULL;
+
+        kiln_strlcpy(dst, null ? "" : col_text(st, col), cap);
+        if (has != NULL)
+                *has = !null;
+}
+
+static int col_tri(sqlite3_stmt *st, int col)
+{
+        return sqlite3_column_type(st, col) == SQLITE_NULL ? -1 : sqlite3_column_int(st, col) != 0;
+}
+
+static int sq_unit_export_locked(struct sq *s, int64_t unit_id, struct db_export_rec *r)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        export_rec_clear(r);
+        st = st_get(s, S_EXP_UNIT);
+        bind_int(st, 1, unit_id);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return rc == SQLITE_DONE
+                               ? kiln_fail(KILN_E_NOT_FOUND, "unit %lld not found", (long long)unit_id)
+                               : sq_fail(s, rc, "read unit");
+        }
+        r->id = unit_id;
+        col_copy(st, 0, r->serial, sizeof(r->serial), NULL);
+        col_copy(st, 1, r->chip_uid, sizeof(r->chip_uid), NULL);
+        col_copy(st, 2, r->verdict, sizeof(r->verdict), NULL);
+        col_copy(st, 3, r->fail_code, sizeof(r->fail_code), &r->has_fail_code);
+        col_copy(st, 4, r->fail_reason, sizeof(r->fail_reason), &r->has_fail_reason);
+        col_copy(st, 5, r->work_order, sizeof(r->work_order), NULL);
+        col_copy(st, 6, r->lot, sizeof(r->lot), NULL);
+        col_copy(st, 7, r->station_id, sizeof(r->station_id), NULL);
+        col_copy(st, 8, r->slot, sizeof(r->slot), NULL);
+        col_copy(st, 9, r->operator_id, sizeof(r->operator_id), NULL);
+        col_copy(st, 10, r->recipe_id, sizeof(r->recipe_id), &r->has_recipe_id);
+        col_copy(st, 11, r->recipe_sha256, sizeof(r->recipe_sha256), NULL);
+        col_copy(st, 12, r->product_id, sizeof(r->product_id), NULL);
+        r->hw_revision = (unsigned)sqlite3_column_int(st, 13);
+        col_copy(st, 14, r->fw_version, sizeof(r->fw_version), NULL);
+        col_copy(st, 15, r->fw_sha256, sizeof(r->fw_sha256), NULL);
+        col_copy(st, 16, r->started_at, sizeof(r->started_at), NULL);
+        col_copy(st, 17, r->finished_at, sizeof(r->finished_at), &r->has_finished_at);
+        r->attempts = (unsigned)sqlite3_column_int(st, 18);
+        r->development = sqlite3_column_int(st, 19) != 0;
+        r->debug_closed = col_tri(st, 20);
+        r->secure_boot = col_tri(st, 21);
+        col_copy(st, 22, r->lifecycle, sizeof(r->lifecycle), &r->has_lifecycle);
+        col_copy(st, 23, r->label_qr, sizeof(r->label_qr), &r->has_label_qr);
+        sqlite3_reset(st);
+
+        st = st_get(s, S_MACS_BY_UNIT);
+        bind_int(st, 1, unit_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n_macs < DB_MACS_MAX)
+                col_copy(st, 0, r->macs[r->n_macs++], DB_MAC_STR, NULL);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return sq_fail(s, rc, "read MAC addresses");
+
+        st = st_get(s, S_EXP_CERTS);
+        bind_int(st, 1, unit_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n_certs < EXPORT_CERTS_MAX) {
+                struct export_cert *c = &r->certs[r->n_certs++];
+
+                col_copy(st, 0, c->key, sizeof(c->key), NULL);
+                c->slot = (unsigned)sqlite3_column_int(st, 1);
+                col_copy(st, 2, c->serial, sizeof(c->serial), NULL);
+                col_copy(st, 3, c->pubkey_sha256, sizeof(c->pubkey_sha256), NULL);
+                kiln_buf_put(&c->der, sqlite3_column_blob(st, 4),
+                             (size_t)sqlite3_column_bytes(st, 4));
+                kiln_buf_put(&c->chain_pem, sqlite3_column_text(st, 5),
+                             (size_t)sqlite3_column_bytes(st, 5));
+                col_copy(st, 6, c->not_after, sizeof(c->not_after), NULL);
+                if (kiln_buf_error(&c->der) || kiln_buf_error(&c->chain_pem)) {
+                        sqlite3_reset(st);
+                        return kiln_fail(KILN_E_LIMIT, "unit %lld: certificate too large",
+                                         (long long)unit_id);
+                }
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return sq_fail(s, rc, "read certificates");
+
+        /* fuses: field -> last verified read-back, in first-burn order */
+        st = st_get(s, S_EXP_FUSES);
+        bind_int(st, 1, unit_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *field = col_text(st, 0);
+                unsigned i;
+
+                for (i = 0; i < r->n_fuses; i++)
+                        if (strcmp(r->fuses[i].field, field) == 0)
+                                break;
+                if (i == r->n_fuses) {
+                        if (r->n_fuses == EXPORT_FUSES_MAX)
+                                continue;
+                        r->n_fuses++;
+                        kiln_strlcpy(r->fuses[i].field, field, sizeof(r->fuses[i].field));
+                }
+                col_copy(st, 1, r->fuses[i].value, sizeof(r->fuses[i].value), NULL);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+                return sq_fail(s, rc, "read fuse journal");
+        return KILN_OK;
+}
+
+static int sq_unit_export_json_locked(struct sq *s, int64_t unit_id, struct kiln_buf *out)
+{
+        int r = sq_unit_export_locked(s, unit_id, &s->rec);
+
+        if (r == KILN_OK)
+                r = export_render_json(&s->rec, out);
+        return r;
+}
+
+static int sq_unit_export(struct db *db, int64_t unit_id, struct db_export_rec *rec)
+{
+        struct sq *s = sq_of(db);
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = sq_unit_export_locked(s, unit_id, rec);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,
+                          void *ctx)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st = NULL;
+        int rc, r = KILN_OK;
+
+        /*
+         * A statement of its own: the callback reads each unit through the shared statements. The
+         * lock is held for the whole stream, so no slot writes inside the export's read snapshot.
+         */
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->h, stmt_sql[S_EXPORT_IDS], -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+                r = sq_fail(s, rc, "prepare export");
+                goto out;
+        }
+        bind_text(st, 1, flt->work_order);
+        bind_text(st, 2, flt->lot);
+        bind_text(st, 3, flt->since);
+        bind_text(st, 4, flt->until);
+        bind_text(st, 5, flt->verdict >= 0 ? db_verdict_name((enum db_verdict)flt->verdict) : NULL);
+        /* one read transaction for the whole stream: a consistent snapshot */
+        r = sq_exec(s, "BEGIN", "begin export");
+        if (r < 0)
+                goto out;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                r = fn(ctx, sqlite3_column_int64(st, 0));
+                if (r != KILN_OK)
+                        break;
+        }
+        if (r == KILN_OK && rc != SQLITE_DONE)
+                r = sq_fail(s, rc, "export");
+        sqlite3_finalize(st);
+        st = NULL;
+        sq_exec(s, "COMMIT", "end export");
+out:
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static const struct db_ops sqlite_ops = {
+        .name = "sqlite",
+        .close = sq_close,
+        .work_order_ensure = sq_work_order_ensure,
+        .work_order_get = sq_work_order_get,
+        .recipe_store = sq_recipe_store,
+        .unit_admit = sq_unit_admit,
+        .unit_record_identity = sq_unit_record_identity,
+        .unit_record_verified = sq_unit_record_verified,
+        .fuse_journal = sq_fuse_journal,
+        .fuse_list = sq_fuse_list,
+        .unit_finish = sq_unit_finish,
+        .unit_flush_steps = sq_unit_flush_steps,
+        .units_in_progress = sq_units_in_progress,
+        .unit_by_uid = sq_unit_by_uid,
+        .unit_export = sq_unit_export,
+        .export_each = sq_export_each,
+};
