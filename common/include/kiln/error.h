@@ -19,8 +19,10 @@
 
 #ifdef __GNUC__
 #define KILN_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define KILN_VPRINTF(a) __attribute__((format(printf, a, 0)))
 #else
 #define KILN_PRINTF(a, b)
+#define KILN_VPRINTF(a)
 #endif
 
 /* Short description of an error code ("timeout", "PKCS#11 PIN incorrect"). Never NULL. */
@@ -31,7 +33,7 @@ const char *kiln_errname(int code);
 
 /* Record detail if none is recorded yet; returns code unchanged so callers can `return kiln_fail(..)`. */
 int kiln_fail(int code, const char *fmt, ...) KILN_PRINTF(2, 3);
-int kiln_failv(int code, const char *fmt, va_list ap);
+int kiln_failv(int code, const char *fmt, va_list ap) KILN_VPRINTF(2);
 
 /* Append ": text" to the current detail (or start one). Returns code. Used at library boundaries. */
 int kiln_fail_append(int code, const char *fmt, ...) KILN_PRINTF(2, 3);
