@@ -36,6 +36,32 @@
 #define KILN_RECIPE_OBJECTS_MAX 32u       /* data objects per recipe */
 #define KILN_RECIPE_FUSES_MAX 64u         /* fuse fields in a recipe's fuse plan */
 #define KILN_RECIPE_EXTENSIONS_MAX 16u    /* extra certificate extensions per template */
+#define KILN_RECIPE_ID_MAX 64u            /* recipe id */
+#define KILN_RECIPE_VERSION_MAX 32u       /* recipe version string */
+#define KILN_RECIPE_TEXT_MAX 256u         /* one-line recipe strings: names, model, SBOM reference */
+#define KILN_RECIPE_DESCRIPTION_MAX 2048u /* recipe description */
+#define KILN_RECIPE_URL_MAX 512u          /* URLs and URL templates in a recipe */
+#define KILN_RECIPE_HW_REVISIONS_MAX 16u  /* hardware revisions a recipe admits */
+#define KILN_RECIPE_CREDENTIALS_MAX 8u    /* credentials per recipe */
+#define KILN_RECIPE_RDNS_MAX 16u          /* subject attributes per certificate template */
+#define KILN_RECIPE_SANS_MAX 8u           /* subjectAltName entries per certificate template */
+#define KILN_RECIPE_EKUS_MAX 8u           /* extended key usages per certificate template */
+#define KILN_RECIPE_EXT_DER_MAX 1024u     /* DER value of one extra certificate extension */
+#define KILN_RECIPE_OID_MAX 64u           /* dotted OID text */
+#define KILN_RECIPE_TEMPLATE_MAX 4096u    /* template source text */
+#define KILN_RECIPE_RENDER_MAX 16384u     /* longest rendering of an object template */
+#define KILN_RECIPE_FILE_OBJECT_MAX (1u << 20) /* data object read from a file next to the recipe */
+#define KILN_RECIPE_LABEL_FIELDS_MAX 8u   /* text lines on a label */
+#define KILN_RECIPE_SECRET_MAX 256u       /* password characters or random bytes of a credential */
+#define KILN_RECIPE_QUOTA_MAX 100000000u  /* units per work order */
+#define KILN_SERIAL_MAX 63u               /* rendered serial number characters */
+#define KILN_MACS_PER_UNIT_MAX 8u         /* MAC addresses per unit */
+#define KILN_STATION_ID_MAX 32u           /* station id characters */
+#define KILN_SLOT_ID_MAX 16u              /* slot id characters */
+#define KILN_DIAG_MAX 100u                /* problems reported per checked recipe or config file */
+#define KILN_RECIPE_LABEL_TEXT_MAX 128u   /* rendered label text line */
+#define KILN_RECIPE_SAN_MAX 255u          /* rendered subjectAltName entry */
+#define KILN_RECIPE_POOL_MAX 64u          /* serial / MAC allocation pool name */
 #define KILN_PATH_MAX 4096u               /* file system paths */
 #define KILN_PORT_SPEC_MAX 256u           /* port specification strings */
 #define KILN_URI_MAX 1024u                /* PKCS#11 URIs */
