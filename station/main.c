@@ -12,8 +12,13 @@ struct command {
 };
 
 static const struct command commands[] = {
+        {"audit", station_cmd_audit, "verify the tamper-evident audit trail, sign checkpoints"},
+        {"demo", station_cmd_demo, "provision simulated devices with a development HSM token"},
+        {"evidence", station_cmd_evidence, "the per-lot compliance evidence pack (json or md)"},
         {"export", station_cmd_export, "stream unit records as JSON Lines or CSV"},
+        {"run", station_cmd_run, "run the station's slots (kiln run --config FILE ...)"},
         {"recipe", station_cmd_recipe, "check a recipe (kiln recipe check FILE)"},
+        {"trace", station_cmd_trace, "find a unit by serial, UID, MAC or cert serial; its history"},
         {"hsm", station_cmd_hsm, "development PKI and token information (init-dev, info)"},
 };
 

@@ -57,6 +57,11 @@ int db_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id
         return db->ops->recipe_store(db, sha256_hex, recipe_id, version, body, len);
 }
 
+int db_station_event(struct db *db, const char *kind, const char *body_json)
+{
+        return db->ops->station_event(db, kind, body_json);
+}
+
 int db_unit_admit(struct db *db, const struct db_admit_request *req, struct db_unit *ret,
                   enum db_admit_kind *ret_kind)
 {
@@ -126,6 +131,83 @@ int db_unit_export_json(struct db *db, int64_t unit_id, struct kiln_buf *out)
         export_rec_free(rec);
         kiln_free(rec);
         return r;
+}
+
+int db_unit_lookup(struct db *db, const char *key, int64_t *ret_unit_id)
+{
+        return db->ops->unit_lookup(db, key, ret_unit_id);
+}
+
+int db_recipe_get(struct db *db, const char *sha256_hex, uint8_t **ret, size_t *ret_len)
+{
+        return db->ops->recipe_get(db, sha256_hex, ret, ret_len);
+}
+
+int db_label_print(struct db *db, int64_t unit_id, const char *format, const char *target,
+                   unsigned *ret_count)
+{
+        return db->ops->label_print(db, unit_id, format, target, ret_count);
+}
+
+int db_unit_facts(struct db *db, int64_t unit_id, struct db_unit_facts *ret)
+{
+        return db->ops->unit_facts(db, unit_id, ret);
+}
+
+int db_work_order_shared_creds(struct db *db, const char *work_order, unsigned *ret_count)
+{
+        return db->ops->shared_creds(db, work_order, ret_count);
+}
+
+int db_unit_history(struct db *db, int64_t unit_id, db_history_row_fn fn, void *ctx)
+{
+        return db->ops->unit_history(db, unit_id, fn, ctx);
+}
+
+int db_events_each(struct db *db, db_event_visit_fn fn, void *ctx)
+{
+        return db->ops->events_each(db, fn, ctx);
+}
+
+int db_event_head(struct db *db, int64_t *ret_seq, char ret_hash[65])
+{
+        return db->ops->event_head(db, ret_seq, ret_hash);
+}
+
+int db_checkpoint_add(struct db *db, const char *work_order, const char *key_uri,
+                      const char *pubkey_pem, db_sign_fn sign, void *sign_ctx)
+{
+        return db->ops->checkpoint_add(db, work_order, key_uri, pubkey_pem, sign, sign_ctx);
+}
+
+int db_checkpoints_each(struct db *db, db_checkpoint_visit_fn fn, void *ctx)
+{
+        return db->ops->checkpoints_each(db, fn, ctx);
+}
+
+int db_audit_pubkey(struct db *db, const char *key_uri, char **ret_pem)
+{
+        return db->ops->audit_pubkey(db, key_uri, ret_pem);
+}
+
+int db_unit_last_event(struct db *db, int64_t unit_id, struct db_event *ret)
+{
+        return db->ops->unit_last_event(db, unit_id, ret);
+}
+
+int db_units_each(struct db *db, db_export_visit_fn fn, void *ctx)
+{
+        struct db_export_filter all = {.verdict = -1};
+
+        return db->ops->export_each(db, &all, fn, ctx);
+}
+
+int db_checkpoint_message(int64_t seq, const char *head_hash, const char *at,
+                          const char *work_order, struct kiln_buf *out)
+{
+        kiln_buf_printf(out, "KILN-CHECKPOINT-V1\n%lld\n%s\n%s\n%s\n", (long long)seq, head_hash,
+                        at, work_order ? work_order : "");
+        return kiln_buf_error(out);
 }
 
 int db_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,

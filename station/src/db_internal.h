@@ -14,6 +14,7 @@ struct db_ops {
         int (*work_order_get)(struct db *db, const char *id, struct db_work_order *ret);
         int (*recipe_store)(struct db *db, const char *sha256_hex, const char *recipe_id,
                             const char *version, const uint8_t *body, size_t len);
+        int (*station_event)(struct db *db, const char *kind, const char *body_json);
         int (*unit_admit)(struct db *db, const struct db_admit_request *req, struct db_unit *ret,
                           enum db_admit_kind *ret_kind);
         int (*unit_record_identity)(struct db *db, struct db_unit *u, const struct db_key_rec *keys,
@@ -31,6 +32,20 @@ struct db_ops {
         int (*units_in_progress)(struct db *db, db_unit_visit_fn fn, void *ctx);
         int (*unit_by_uid)(struct db *db, const char *chip_uid, struct db_unit *ret);
         int (*unit_export)(struct db *db, int64_t unit_id, struct db_export_rec *rec);
+        int (*unit_lookup)(struct db *db, const char *key, int64_t *ret_unit_id);
+        int (*recipe_get)(struct db *db, const char *sha256_hex, uint8_t **ret, size_t *ret_len);
+        int (*label_print)(struct db *db, int64_t unit_id, const char *format, const char *target,
+                           unsigned *ret_count);
+        int (*unit_facts)(struct db *db, int64_t unit_id, struct db_unit_facts *ret);
+        int (*shared_creds)(struct db *db, const char *work_order, unsigned *ret_count);
+        int (*unit_history)(struct db *db, int64_t unit_id, db_history_row_fn fn, void *ctx);
+        int (*events_each)(struct db *db, db_event_visit_fn fn, void *ctx);
+        int (*event_head)(struct db *db, int64_t *ret_seq, char ret_hash[65]);
+        int (*checkpoint_add)(struct db *db, const char *work_order, const char *key_uri,
+                              const char *pubkey_pem, db_sign_fn sign, void *sign_ctx);
+        int (*checkpoints_each)(struct db *db, db_checkpoint_visit_fn fn, void *ctx);
+        int (*audit_pubkey)(struct db *db, const char *key_uri, char **ret_pem);
+        int (*unit_last_event)(struct db *db, int64_t unit_id, struct db_event *ret);
         int (*export_each)(struct db *db, const struct db_export_filter *flt,
                            db_export_visit_fn fn, void *ctx);
 };

@@ -71,7 +71,7 @@ static const char *const migrations[] = {
         "CREATE TABLE keys ("
         "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
         "  attempt INTEGER NOT NULL, name TEXT NOT NULL, slot INTEGER NOT NULL,"
-        "  algorithm TEXT NOT NULL, pubkey_sha256 TEXT NOT NULL UNIQUE, spki BLOB NOT NULL,"
+        "  algorithm TEXT NOT NULL, pubkey_sha256 TEXT NOT NULL UNIQUE, pubkey BLOB NOT NULL,"
         "  pop_ok INTEGER NOT NULL, current INTEGER NOT NULL DEFAULT 1) STRICT;"
         "CREATE INDEX keys_unit ON keys(unit_id);"
         "CREATE TABLE certificates ("
@@ -176,6 +176,19 @@ enum stmt_id {
         S_EXP_CERTS,
         S_EXP_FUSES,
         S_EXPORT_IDS,
+        S_LOOKUP,
+        S_RECIPE_GET,
+        S_LABEL_INSERT,
+        S_LABEL_COUNT,
+        S_EVENTS_ALL,
+        S_CP_EXISTS,
+        S_CP_INSERT,
+        S_CP_ALL,
+        S_META_GET,
+        S_META_PUT,
+        S_UNIT_LAST_EVENT,
+        S_FACTS,
+        S_SHARED_CREDS,
         S_MAX
 };
 
@@ -197,7 +210,7 @@ static const char *const stmt_sql[S_MAX] = {
                           "ON CONFLICT(name) DO UPDATE SET next = excluded.next",
         [S_UNIT_BY_UID] = "SELECT id FROM units WHERE chip_uid = ?1",
         [S_UNIT_BY_ID] = "SELECT id, chip_uid, serial, serial_seq, work_order, verdict, attempts, "
-                         "lock_started, started_at FROM units WHERE id = ?1",
+                         "lock_started, started_at, recipe_sha256 FROM units WHERE id = ?1",
         [S_UNIT_INSERT] =
                 "INSERT INTO units (chip_uid, serial, serial_seq, work_order, lot, station_id, "
                 "slot, operator, recipe_sha256, product_id, hw_revision, fw_version, fw_sha256, "
@@ -218,7 +231,7 @@ static const char *const stmt_sql[S_MAX] = {
                           "code, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [S_KEYS_SUPERSEDE] = "UPDATE keys SET current = 0 WHERE unit_id = ?1",
         [S_KEY_INSERT] = "INSERT INTO keys (unit_id, attempt, name, slot, algorithm, "
-                         "pubkey_sha256, spki, pop_ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                         "pubkey_sha256, pubkey, pop_ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [S_CERTS_SUPERSEDE] = "UPDATE certificates SET current = 0 WHERE unit_id = ?1",
         [S_CERT_INSERT] = "INSERT INTO certificates (unit_id, attempt, key_name, cert_serial, der, "
                           "sha256, not_after, chain_pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -251,8 +264,43 @@ static const char *const stmt_sql[S_MAX] = {
                         "c.chain_pem, c.not_after FROM certificates c JOIN keys k "
                         "ON k.unit_id = c.unit_id AND k.name = c.key_name AND k.current = 1 "
                         "WHERE c.unit_id = ?1 AND c.current = 1 ORDER BY k.slot, c.key_name",
+        /* the lifecycle change is journaled like a burn but is not a fuse field */
         [S_EXP_FUSES] = "SELECT field, readback FROM fuse_journal WHERE unit_id = ?1 "
-                        "AND state = 'done' ORDER BY id",
+                        "AND state = 'done' AND phase <> 'lifecycle' ORDER BY id",
+        /* every identifier a quality engineer may hold; DISTINCT folds a unit found twice */
+        [S_LOOKUP] = "SELECT DISTINCT id FROM ("
+                     " SELECT id FROM units WHERE serial = ?1 OR chip_uid = lower(?1)"
+                     " UNION ALL SELECT unit_id FROM macs WHERE mac = ?2"
+                     " UNION ALL SELECT unit_id FROM certificates WHERE cert_serial = lower(?1)"
+                     ") LIMIT 2",
+        [S_RECIPE_GET] = "SELECT body FROM recipes WHERE sha256 = ?1",
+        [S_LABEL_INSERT] = "INSERT INTO label_prints (unit_id, at, format, target, reprint) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [S_LABEL_COUNT] = "UPDATE units SET label_prints = label_prints + 1 WHERE id = ?1 "
+                          "RETURNING label_prints",
+        [S_EVENTS_ALL] = "SELECT seq, at, unit_id, kind, body, prev_hash, hash FROM events "
+                         "ORDER BY rowid",
+        [S_CP_EXISTS] = "SELECT count(*) FROM checkpoints WHERE event_seq = ?1",
+        [S_CP_INSERT] = "INSERT INTO checkpoints (event_seq, head_hash, work_order, at, key_uri, "
+                        "signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        [S_CP_ALL] = "SELECT id, event_seq, head_hash, work_order, at, key_uri, signature FROM "
+                     "checkpoints ORDER BY id",
+        [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+        [S_META_PUT] = "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+        [S_UNIT_LAST_EVENT] = "SELECT seq, at, unit_id, kind, body, prev_hash, hash FROM events "
+                              "WHERE unit_id = ?1 ORDER BY seq DESC LIMIT 1",
+        [S_FACTS] = "SELECT"
+                    " (SELECT count(*) FROM keys WHERE unit_id = u.id AND current = 1),"
+                    " (SELECT count(*) FROM keys WHERE unit_id = u.id AND current = 1 AND pop_ok),"
+                    " (SELECT count(*) FROM certificates WHERE unit_id = u.id AND current = 1),"
+                    " (SELECT count(*) FROM attestations WHERE unit_id = u.id AND attempt = "
+                    "u.attempts AND ok),"
+                    " (SELECT count(*) FROM credentials WHERE unit_id = u.id AND current = 1),"
+                    " (SELECT count(*) FROM objects WHERE unit_id = u.id AND attempt = u.attempts)"
+                    " FROM units u WHERE u.id = ?1",
+        [S_SHARED_CREDS] = "SELECT count(*) FROM (SELECT c.commitment FROM credentials c JOIN "
+                           "units u ON u.id = c.unit_id WHERE u.work_order = ?1 AND c.current = 1 "
+                           "GROUP BY c.commitment HAVING count(DISTINCT c.unit_id) > 1)",
         [S_EXPORT_IDS] = "SELECT id FROM units WHERE (?1 IS NULL OR work_order = ?1) "
                          "AND (?2 IS NULL OR lot = ?2) AND (?3 IS NULL OR started_at >= ?3) "
                          "AND (?4 IS NULL OR started_at < ?4) AND (?5 IS NULL OR verdict = ?5) "
@@ -722,6 +770,22 @@ out:
         return r;
 }
 
+static int sq_station_event(struct db *db, const char *kind, const char *body_json)
+{
+        struct sq *s = sq_of(db);
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = event_append(s, 0, kind, body_json);
+        if (r == KILN_OK)
+                r = tx_commit(s);
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
 static int sq_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id,
                            const char *version, const uint8_t *body, size_t len)
 {
@@ -770,6 +834,7 @@ static int unit_load(struct sq *s, int64_t id, struct db_unit *u)
         u->verdict = v;
         u->attempt = (unsigned)sqlite3_column_int(st, 6);
         u->lock_started = sqlite3_column_int(st, 7);
+        kiln_strlcpy(u->recipe_sha256, col_text(st, 9), sizeof(u->recipe_sha256));
         sqlite3_reset(st);
         if (r < 0)
                 return r;
@@ -894,6 +959,27 @@ static int snapshot_store(struct sq *s, int64_t unit_id, const char *phase,
         return KILN_OK;
 }
 
+static int quota_reserve(struct sq *s, const char *work_order)
+{
+        sqlite3_stmt *st = st_get(s, S_WO_RESERVE);
+        struct db_work_order wo;
+        int r;
+
+        bind_text(st, 1, work_order);
+        r = st_done(s, st, "reserve quota");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->h) == 1)
+                return KILN_OK;
+        r = wo_read(s, work_order, &wo);
+        if (r == KILN_E_NOT_FOUND)
+                return kiln_fail(r, "work order '%s' not found", work_order);
+        if (r < 0)
+                return r;
+        return kiln_fail(KILN_E_QUOTA, "work order '%s' has no quota left (%u of %u used)",
+                         work_order, wo.consumed + wo.reserved, wo.quota);
+}
+
 static int admit_new(struct sq *s, const struct db_admit_request *q, int64_t *ret_id)
 {
         struct db_work_order wo;
@@ -903,20 +989,12 @@ static int admit_new(struct sq *s, const struct db_admit_request *q, int64_t *re
         int64_t id;
         int r;
 
+        r = quota_reserve(s, q->work_order);
+        if (r < 0)
+                return r;
         r = wo_read(s, q->work_order, &wo);
-        if (r == KILN_E_NOT_FOUND)
-                return kiln_fail(r, "work order '%s' not found", q->work_order);
         if (r < 0)
                 return r;
-        st = st_get(s, S_WO_RESERVE);
-        bind_text(st, 1, q->work_order);
-        r = st_done(s, st, "reserve quota");
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->h) != 1)
-                return kiln_fail(KILN_E_QUOTA, "work order '%s' has no quota left (%u of %u used)",
-                                 q->work_order, wo.consumed + wo.reserved, wo.quota);
-
         r = counter_next(s, q->serial_counter, q->serial_start, &seq);
         if (r < 0)
                 return r;
@@ -1020,28 +1098,26 @@ static int sq_unit_admit(struct db *db, const struct db_admit_request *q, struct
                                       u.serial, q->chip_uid, db_verdict_name(u.verdict));
                         goto out;
                 case DB_VERDICT_IN_PROGRESS:
-                        if (u.lock_started) {
-                                kind = DB_ADMIT_RESUME;
+                case DB_VERDICT_FAIL:
+                        if (strcmp(u.recipe_sha256, q->recipe_sha256) != 0) {
+                                r = kiln_fail(KILN_E_MISMATCH,
+                                              "unit %s (chip %s) was started with recipe %.12s, "
+                                              "not %.12s",
+                                              u.serial, q->chip_uid, u.recipe_sha256,
+                                              q->recipe_sha256);
+                                goto out;
+                        }
+                        if (u.verdict == DB_VERDICT_IN_PROGRESS) {
+                                /* interrupted: continue the lock if it started, else a new attempt
+                                 * (its quota is still reserved) */
+                                kind = u.lock_started ? DB_ADMIT_RESUME : DB_ADMIT_RETRY;
                                 break;
                         }
-                        /* interrupted before the lock: a new attempt, quota still reserved */
                         kind = DB_ADMIT_RETRY;
-                        break;
-                case DB_VERDICT_FAIL: {
-                        sqlite3_stmt *st = st_get(s, S_WO_RESERVE);
-
-                        kind = DB_ADMIT_RETRY;
-                        bind_text(st, 1, u.work_order);
-                        r = st_done(s, st, "reserve quota");
+                        r = quota_reserve(s, u.work_order);
                         if (r < 0)
                                 goto out;
-                        if (sqlite3_changes(s->h) != 1) {
-                                r = kiln_fail(KILN_E_QUOTA, "work order '%s' has no quota left",
-                                              u.work_order);
-                                goto out;
-                        }
                         break;
-                }
                 default:
                         r = KILN_E_INTERNAL;
                         goto out;
@@ -1119,9 +1195,8 @@ static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struc
         json_key(&w, "keys");
         json_arr_begin(&w);
         for (unsigned i = 0; i < n_keys; i++) {
-                char fp[65];
+                const char *fp = keys[i].fingerprint;
 
-                sha256_hex(keys[i].spki_der, keys[i].spki_len, fp);
                 st = st_get(s, S_KEY_INSERT);
                 bind_int(st, 1, u->id);
                 bind_int(st, 2, u->attempt);
@@ -1129,7 +1204,7 @@ static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struc
                 bind_int(st, 4, keys[i].slot);
                 bind_text(st, 5, keys[i].algorithm);
                 bind_text(st, 6, fp);
-                sqlite3_bind_blob(st, 7, keys[i].spki_der, (int)keys[i].spki_len, SQLITE_TRANSIENT);
+                sqlite3_bind_blob(st, 7, keys[i].pubkey, (int)keys[i].pubkey_len, SQLITE_TRANSIENT);
                 bind_int(st, 8, keys[i].pop_ok ? 1 : 0);
                 r = st_done(s, st, "record device key");
                 if (r == KILN_E_DB_CONSTRAINT)
@@ -1739,12 +1814,472 @@ out:
         return r;
 }
 
+/* "02:00:5e:10:00:01", "02-00-5E-10-00-01" or "02005e100001" to the stored form, else "". */
+static void mac_normalise(const char *in, char out[DB_MAC_STR])
+{
+        char hex[13];
+        size_t n = 0;
+
+        out[0] = '\0';
+        for (const char *p = in; *p; p++) {
+                char c = *p;
+
+                if (c == ':' || c == '-')
+                        continue;
+                if (c >= 'A' && c <= 'F')
+                        c = (char)(c - 'A' + 'a');
+                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) || n == 12)
+                        return;
+                hex[n++] = c;
+        }
+        if (n != 12)
+                return;
+        snprintf(out, DB_MAC_STR, "%.2s:%.2s:%.2s:%.2s:%.2s:%.2s", hex, hex + 2, hex + 4, hex + 6,
+                 hex + 8, hex + 10);
+}
+
+static int sq_unit_lookup(struct db *db, const char *key, int64_t *ret_unit_id)
+{
+        struct sq *s = sq_of(db);
+        char mac[DB_MAC_STR];
+        sqlite3_stmt *st;
+        int64_t ids[2];
+        int n = 0, rc, r = KILN_OK;
+
+        mac_normalise(key, mac);
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_LOOKUP);
+        bind_text(st, 1, key);
+        bind_text(st, 2, mac);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 2)
+                ids[n++] = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                r = sq_fail(s, rc, "look up unit");
+        else if (n == 0)
+                r = kiln_fail(KILN_E_NOT_FOUND, "no unit has serial, chip UID, MAC or certificate "
+                                                "serial '%s'",
+                              key);
+        else if (n > 1)
+                r = kiln_fail(KILN_E_MISMATCH, "'%s' names units %lld and %lld", key,
+                              (long long)ids[0], (long long)ids[1]);
+        else
+                *ret_unit_id = ids[0];
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_recipe_get(struct db *db, const char *sha256_hex, uint8_t **ret, size_t *ret_len)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_RECIPE_GET);
+        bind_text(st, 1, sha256_hex);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                size_t n = (size_t)sqlite3_column_bytes(st, 0);
+                uint8_t *p = kiln_malloc(n + 1);
+
+                if (p == NULL) {
+                        r = KILN_E_NOMEM;
+                } else {
+                        if (n > 0)
+                                memcpy(p, sqlite3_column_blob(st, 0), n);
+                        p[n] = '\0';
+                        *ret = p;
+                        *ret_len = n;
+                }
+        } else {
+                r = rc == SQLITE_DONE ? kiln_fail(KILN_E_NOT_FOUND, "recipe %.12s not recorded",
+                                                  sha256_hex)
+                                      : sq_fail(s, rc, "read recipe");
+        }
+        sqlite3_reset(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_label_print(struct db *db, int64_t unit_id, const char *format, const char *target,
+                          unsigned *ret_count)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf details;
+        struct json_w w;
+        sqlite3_stmt *st;
+        unsigned count = 0;
+        char at[32];
+        int rc, r;
+
+        kiln_buf_init(&details, 4096);
+        json_init(&w, &details);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r < 0)
+                goto out;
+        st = st_get(s, S_LABEL_COUNT);
+        bind_int(st, 1, unit_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                count = (unsigned)sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW) {
+                r = rc == SQLITE_DONE ? kiln_fail(KILN_E_NOT_FOUND, "unit %lld not found",
+                                                  (long long)unit_id)
+                                      : sq_fail(s, rc, "count label print");
+                goto out;
+        }
+        st = st_get(s, S_LABEL_INSERT);
+        bind_int(st, 1, unit_id);
+        bind_text(st, 2, at);
+        bind_text(st, 3, format);
+        bind_text(st, 4, target);
+        bind_int(st, 5, count > 1);
+        r = st_done(s, st, "record label print");
+        if (r < 0)
+                goto out;
+        json_kv_str(&w, "format", format);
+        json_kv_str(&w, "target", target);
+        json_kv_int(&w, "print", count);
+        r = json_error(&w);
+        if (r == KILN_OK)
+                r = unit_event(s, unit_id, "label.print", kiln_buf_cstr(&details));
+        if (r == KILN_OK)
+                r = tx_commit(s);
+        if (r == KILN_OK)
+                *ret_count = count;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&details);
+        return r;
+}
+
+static void event_from_row(sqlite3_stmt *st, struct db_event *ev)
+{
+        ev->seq = sqlite3_column_int64(st, 0);
+        ev->at = col_text(st, 1);
+        ev->unit_id = sqlite3_column_type(st, 2) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 2);
+        ev->kind = col_text(st, 3);
+        ev->body = col_text(st, 4);
+        ev->prev_hash = col_text(st, 5);
+        ev->hash = col_text(st, 6);
+}
+
+/* A statement of its own so the callback may use the shared ones (the lock is recursive). */
+static int sq_events_each(struct db *db, db_event_visit_fn fn, void *ctx)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st = NULL;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->h, stmt_sql[S_EVENTS_ALL], -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+                r = sq_fail(s, rc, "read event log");
+                goto out;
+        }
+        r = sq_exec(s, "BEGIN", "begin read");
+        if (r < 0)
+                goto out;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct db_event ev;
+
+                event_from_row(st, &ev);
+                r = fn(ctx, &ev);
+                if (r != KILN_OK)
+                        break;
+        }
+        if (r == KILN_OK && rc != SQLITE_DONE)
+                r = sq_fail(s, rc, "read event log");
+        sqlite3_finalize(st);
+        st = NULL;
+        sq_exec(s, "COMMIT", "end read");
+out:
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int event_head_locked(struct sq *s, int64_t *ret_seq, char ret_hash[65])
+{
+        sqlite3_stmt *st = st_get(s, S_EVENT_LAST);
+        int rc = sqlite3_step(st);
+
+        if (rc == SQLITE_ROW) {
+                *ret_seq = sqlite3_column_int64(st, 0);
+                kiln_strlcpy(ret_hash, col_text(st, 1), 65);
+        } else if (rc == SQLITE_DONE) {
+                *ret_seq = 0;
+                memset(ret_hash, '0', 64);
+                ret_hash[64] = '\0';
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? KILN_OK : sq_fail(s, rc, "read event head");
+}
+
+static int sq_event_head(struct db *db, int64_t *ret_seq, char ret_hash[65])
+{
+        struct sq *s = sq_of(db);
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = event_head_locked(s, ret_seq, ret_hash);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_checkpoint_add(struct db *db, const char *work_order, const char *key_uri,
+                             const char *pubkey_pem, db_sign_fn sign, void *sign_ctx)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf msg;
+        uint8_t sig[512];
+        size_t sig_len = 0;
+        char head[65], at[32], meta_key[KILN_URI_MAX + 16];
+        int64_t seq = 0;
+        sqlite3_stmt *st;
+        int rc, r;
+
+        kiln_buf_init(&msg, 4096);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = event_head_locked(s, &seq, head);
+        if (r < 0 || seq == 0)
+                goto out;
+        st = st_get(s, S_CP_EXISTS);
+        bind_int(st, 1, seq);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && sqlite3_column_int(st, 0) > 0) {
+                sqlite3_reset(st);
+                goto out; /* already checkpointed */
+        }
+        sqlite3_reset(st);
+        r = db_checkpoint_message(seq, head, at, work_order, &msg);
+        if (r == KILN_OK)
+                r = sign(sign_ctx, msg.data, msg.len, sig, sizeof(sig), &sig_len);
+        if (r < 0)
+                goto out;
+        st = st_get(s, S_CP_INSERT);
+        bind_int(st, 1, seq);
+        bind_text(st, 2, head);
+        bind_text(st, 3, work_order);
+        bind_text(st, 4, at);
+        bind_text(st, 5, key_uri);
+        sqlite3_bind_blob(st, 6, sig, (int)sig_len, SQLITE_TRANSIENT);
+        r = st_done(s, st, "store checkpoint");
+        if (r == KILN_OK && pubkey_pem != NULL) {
+                snprintf(meta_key, sizeof(meta_key), "audit_pubkey:%s", key_uri);
+                st = st_get(s, S_META_PUT);
+                bind_text(st, 1, meta_key);
+                bind_text(st, 2, pubkey_pem);
+                r = st_done(s, st, "record audit public key");
+        }
+        if (r == KILN_OK)
+                r = tx_commit(s);
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&msg);
+        return r;
+}
+
+static int sq_checkpoints_each(struct db *db, db_checkpoint_visit_fn fn, void *ctx)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st = NULL;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->h, stmt_sql[S_CP_ALL], -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+                r = sq_fail(s, rc, "read checkpoints");
+                goto out;
+        }
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct db_checkpoint cp = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .event_seq = sqlite3_column_int64(st, 1),
+                        .head_hash = col_text(st, 2),
+                        .work_order = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL
+                                                                                : col_text(st, 3),
+                        .at = col_text(st, 4),
+                        .key_uri = col_text(st, 5),
+                        .signature = sqlite3_column_blob(st, 6),
+                        .signature_len = (size_t)sqlite3_column_bytes(st, 6),
+                };
+
+                r = fn(ctx, &cp);
+                if (r != KILN_OK)
+                        break;
+        }
+        if (r == KILN_OK && rc != SQLITE_DONE)
+                r = sq_fail(s, rc, "read checkpoints");
+out:
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_audit_pubkey(struct db *db, const char *key_uri, char **ret_pem)
+{
+        struct sq *s = sq_of(db);
+        char meta_key[KILN_URI_MAX + 16];
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        snprintf(meta_key, sizeof(meta_key), "audit_pubkey:%s", key_uri);
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_META_GET);
+        bind_text(st, 1, meta_key);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_pem = kiln_strdup(col_text(st, 0));
+                if (*ret_pem == NULL)
+                        r = KILN_E_NOMEM;
+        } else {
+                r = rc == SQLITE_DONE ? KILN_E_NOT_FOUND : sq_fail(s, rc, "read meta");
+        }
+        sqlite3_reset(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_unit_last_event(struct db *db, int64_t unit_id, struct db_event *ret)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        /* the strings stay valid until the next call: the statement is reset then */
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_UNIT_LAST_EVENT);
+        bind_int(st, 1, unit_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                event_from_row(st, ret);
+        else
+                r = rc == SQLITE_DONE ? KILN_E_NOT_FOUND : sq_fail(s, rc, "read unit event");
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static const struct {
+        const char *section;
+        const char *sql;
+} history_sql[] = {
+        {"steps", "SELECT attempt, step, started_at, duration_us, ok, code, detail FROM steps "
+                  "WHERE unit_id = ?1 ORDER BY id"},
+        {"keys", "SELECT attempt, name, slot, algorithm, pubkey_sha256, pop_ok, current FROM keys "
+                 "WHERE unit_id = ?1 ORDER BY id"},
+        {"certificates", "SELECT attempt, key_name, cert_serial, sha256, not_after, current FROM "
+                         "certificates WHERE unit_id = ?1 ORDER BY id"},
+        {"credentials", "SELECT attempt, name, kind, method, commitment, object, current FROM "
+                        "credentials WHERE unit_id = ?1 ORDER BY id"},
+        {"objects", "SELECT attempt, name, size, sha256 FROM objects WHERE unit_id = ?1 "
+                    "ORDER BY id"},
+        {"attestations", "SELECT attempt, key_name, ok, at FROM attestations WHERE unit_id = ?1 "
+                         "ORDER BY id"},
+        {"fuse_journal", "SELECT id, phase, field, value, verify, state, readback, attrs, "
+                         "intent_at, result_at FROM fuse_journal WHERE unit_id = ?1 ORDER BY id"},
+        {"fuse_snapshots", "SELECT phase, field, value FROM fuse_snapshots WHERE unit_id = ?1 "
+                           "ORDER BY phase DESC, rowid"},
+        {"label_prints", "SELECT at, format, target, reprint FROM label_prints WHERE unit_id = ?1 "
+                         "ORDER BY id"},
+        {"events", "SELECT seq, at, kind, hash FROM events WHERE unit_id = ?1 ORDER BY seq"},
+};
+
+static int sq_unit_history(struct db *db, int64_t unit_id, db_history_row_fn fn, void *ctx)
+{
+        struct sq *s = sq_of(db);
+        int r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; r == KILN_OK && i < sizeof(history_sql) / sizeof(history_sql[0]); i++) {
+                sqlite3_stmt *st = NULL;
+                int rc = sqlite3_prepare_v2(s->h, history_sql[i].sql, -1, &st, NULL);
+
+                if (rc != SQLITE_OK) {
+                        r = sq_fail(s, rc, "read unit history");
+                        break;
+                }
+                bind_int(st, 1, unit_id);
+                while (r == KILN_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        const char *names[16], *values[16];
+                        unsigned n = (unsigned)sqlite3_column_count(st);
+
+                        for (unsigned c = 0; c < n && c < 16; c++) {
+                                names[c] = sqlite3_column_name(st, (int)c);
+                                values[c] = sqlite3_column_type(st, (int)c) == SQLITE_NULL
+                                                    ? NULL
+                                                    : col_text(st, (int)c);
+                        }
+                        r = fn(ctx, history_sql[i].section, names, values, n < 16 ? n : 16);
+                }
+                if (r == KILN_OK && rc != SQLITE_DONE)
+                        r = sq_fail(s, rc, "read unit history");
+                sqlite3_finalize(st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_unit_facts(struct db *db, int64_t unit_id, struct db_unit_facts *ret)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_FACTS);
+        bind_int(st, 1, unit_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                ret->keys = (unsigned)sqlite3_column_int(st, 0);
+                ret->keys_pop_ok = (unsigned)sqlite3_column_int(st, 1);
+                ret->certs = (unsigned)sqlite3_column_int(st, 2);
+                ret->attest_ok = (unsigned)sqlite3_column_int(st, 3);
+                ret->creds = (unsigned)sqlite3_column_int(st, 4);
+                ret->objects = (unsigned)sqlite3_column_int(st, 5);
+        } else {
+                r = rc == SQLITE_DONE ? KILN_E_NOT_FOUND : sq_fail(s, rc, "read unit facts");
+        }
+        sqlite3_reset(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int sq_shared_creds(struct db *db, const char *work_order, unsigned *ret_count)
+{
+        struct sq *s = sq_of(db);
+        sqlite3_stmt *st;
+        int rc, r = KILN_OK;
+
+        pthread_mutex_lock(&s->lock);
+        st = st_get(s, S_SHARED_CREDS);
+        bind_text(st, 1, work_order);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret_count = (unsigned)sqlite3_column_int(st, 0);
+        else
+                r = sq_fail(s, rc, "check credential uniqueness");
+        sqlite3_reset(st);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
 static const struct db_ops sqlite_ops = {
         .name = "sqlite",
         .close = sq_close,
         .work_order_ensure = sq_work_order_ensure,
         .work_order_get = sq_work_order_get,
         .recipe_store = sq_recipe_store,
+        .station_event = sq_station_event,
         .unit_admit = sq_unit_admit,
         .unit_record_identity = sq_unit_record_identity,
         .unit_record_verified = sq_unit_record_verified,
@@ -1755,5 +2290,17 @@ static const struct db_ops sqlite_ops = {
         .units_in_progress = sq_units_in_progress,
         .unit_by_uid = sq_unit_by_uid,
         .unit_export = sq_unit_export,
+        .unit_lookup = sq_unit_lookup,
+        .recipe_get = sq_recipe_get,
+        .label_print = sq_label_print,
+        .unit_facts = sq_unit_facts,
+        .shared_creds = sq_shared_creds,
+        .unit_history = sq_unit_history,
+        .events_each = sq_events_each,
+        .event_head = sq_event_head,
+        .checkpoint_add = sq_checkpoint_add,
+        .checkpoints_each = sq_checkpoints_each,
+        .audit_pubkey = sq_audit_pubkey,
+        .unit_last_event = sq_unit_last_event,
         .export_each = sq_export_each,
 };

@@ -199,6 +199,12 @@ void json_null(struct json_w *w)
         kiln_buf_put_str(w->b, "null");
 }
 
+void json_raw(struct json_w *w, const char *json, size_t n)
+{
+        json_sep(w);
+        kiln_buf_put(w->b, json, n);
+}
+
 void json_kv_str(struct json_w *w, const char *k, const char *v)
 {
         json_key(w, k);

@@ -161,6 +161,12 @@ static void test_quota_and_retry(void **state)
         assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_E_QUOTA);
         assert_int_equal(db_unit_by_uid(f->db, "b9", &u), KILN_OK);
         finish(f->db, &u, DB_VERDICT_FAIL, "E-TEST");
+        /* a retry under another recipe is refused */
+        admit_req(&q, "b2", 0);
+        q.recipe_sha256 = "bb22";
+        kiln_err_reset();
+        assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_E_MISMATCH);
+        assert_non_null(strstr(kiln_err_detail(), "was started with recipe"));
         /* b2 retry keeps its serial, gets attempt 2 */
         admit_req(&q, "b2", 0);
         assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_OK);
@@ -187,7 +193,8 @@ static void test_identity_uniqueness(void **state)
         struct db_unit a, b;
         enum db_admit_kind kind;
         struct db_key_rec k = {.name = "device", .slot = 0, .algorithm = "ecdsa-p256",
-                               .spki_der = spki_a, .spki_len = sizeof(spki_a), .pop_ok = 1};
+                               .pubkey = spki_a, .pubkey_len = sizeof(spki_a),
+                               .fingerprint = "aa", .pop_ok = 1};
         struct db_cert_rec c = {.key_name = "device", .serial_hex = "01ab", .der = der_a,
                                 .der_len = sizeof(der_a), .not_after = "9999-12-31T23:59:59Z",
                                 .chain_pem = "CHAIN"};
@@ -205,9 +212,10 @@ static void test_identity_uniqueness(void **state)
         kiln_err_reset();
         assert_int_equal(db_unit_record_identity(f->db, &b, &k, 1, NULL, 0, NULL, 0),
                          KILN_E_DB_CONSTRAINT);
-        assert_non_null(strstr(kiln_err_detail(), "already belongs to another unit"));
+        assert_non_null(strstr(kiln_err_detail(), "public key aa of key 'device' already belongs"));
         /* a new key but the same certificate serial: refused too */
-        k.spki_der = spki_b;
+        k.pubkey = spki_b;
+        k.fingerprint = "bb";
         kiln_err_reset();
         assert_int_equal(db_unit_record_identity(f->db, &b, &k, 1, &c, 1, NULL, 0),
                          KILN_E_DB_CONSTRAINT);
@@ -425,6 +433,49 @@ static void test_export_filter(void **state)
         assert_int_equal(n, 0);
 }
 
+static void test_lookup_and_labels(void **state)
+{
+        struct fx *f = *state;
+        struct db_admit_request q;
+        struct db_unit a;
+        enum db_admit_kind kind;
+        struct db_key_rec k = {.name = "device", .slot = 0, .algorithm = "ecdsa-p256",
+                               .pubkey = spki_a, .pubkey_len = sizeof(spki_a),
+                               .fingerprint = "aa", .pop_ok = 1};
+        struct db_cert_rec c = {.key_name = "device", .serial_hex = "7f01", .der = der_a,
+                                .der_len = sizeof(der_a), .not_after = "x", .chain_pem = "C"};
+        int64_t id = 0;
+        unsigned count = 0;
+        uint8_t *body = NULL;
+        size_t len = 0;
+
+        admit_req(&q, "abcdef", 1);
+        assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_OK);
+        assert_int_equal(db_unit_record_identity(f->db, &a, &k, 1, &c, 1, NULL, 0), KILN_OK);
+        const char *keys[] = {"SN-000100", "abcdef", "ABCDEF", "02:00:00:00:00:00",
+                              "02-00-00-00-00-00", "020000000000", "7F01"};
+        for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                id = 0;
+                assert_int_equal(db_unit_lookup(f->db, keys[i], &id), KILN_OK);
+                assert_int_equal(id, a.id);
+        }
+        kiln_err_reset();
+        assert_int_equal(db_unit_lookup(f->db, "nope", &id), KILN_E_NOT_FOUND);
+        assert_non_null(strstr(kiln_err_detail(), "'nope'"));
+        assert_int_equal(db_label_print(f->db, a.id, "zpl", "file:/tmp/x", &count), KILN_OK);
+        assert_int_equal(count, 1);
+        assert_int_equal(db_label_print(f->db, a.id, "png", "out.png", &count), KILN_OK);
+        assert_int_equal(count, 2);
+        assert_int_equal(count_rows(f->path, "SELECT count(*) FROM label_prints WHERE reprint = 1"),
+                         1);
+        assert_int_equal(db_label_print(f->db, 9999, "zpl", "x", &count), KILN_E_NOT_FOUND);
+        assert_int_equal(db_recipe_get(f->db, RECIPE, &body, &len), KILN_OK);
+        assert_int_equal(len, 5);
+        assert_memory_equal(body, "x: 1\n", 5);
+        kiln_free(body);
+        assert_int_equal(db_recipe_get(f->db, "00", &body, &len), KILN_E_NOT_FOUND);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -436,6 +487,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_event_chain, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_export_filter, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_lookup_and_labels, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,9 @@ int db_work_order_get(struct db *db, const char *id, struct db_work_order *ret);
 int db_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id,
                     const char *version, const uint8_t *body, size_t len);
 
+/* An audit event not tied to one unit (run start/stop, a refused device). body is a JSON object. */
+int db_station_event(struct db *db, const char *kind, const char *body_json);
+
 /* ---- units ---- */
 
 struct db_step {
@@ -86,6 +89,7 @@ struct db_unit {
         char macs[DB_MACS_MAX][DB_MAC_STR];
         unsigned n_macs;
         char work_order[DB_TEXT_MAX];
+        char recipe_sha256[65];
         enum db_verdict verdict;
         unsigned attempt;  /* 1 for the first attempt, incremented by each retry */
         int lock_started;  /* a fuse intent has been journaled: only LOCK_FAILED/SCRAP/PASS now */
@@ -132,7 +136,8 @@ struct db_admit_request {
 
 /*
  * Admission, in one transaction: refuse a chip already PASS (KILN_E_CLONE, with a clone-alert event),
- * a unit waiting for a quality disposition (KILN_E_PERM), quota exhausted (KILN_E_QUOTA), a pool
+ * a unit waiting for a quality disposition (KILN_E_PERM), a unit started under another recipe
+ * (KILN_E_MISMATCH), quota exhausted (KILN_E_QUOTA), a pool
  * exhausted (KILN_E_POOL_EXHAUSTED); else create or reopen the unit, allocate serial and MACs
  * (kept for a retried chip, never given to another), reserve quota.
  */
@@ -150,8 +155,9 @@ struct db_key_rec {
         const char *name;
         uint8_t slot;
         const char *algorithm;
-        const uint8_t *spki_der; /* SubjectPublicKeyInfo */
-        size_t spki_len;
+        const uint8_t *pubkey;   /* as the device sent it (SEC1 point) */
+        size_t pubkey_len;
+        const char *fingerprint; /* hex SHA-256 of the SubjectPublicKeyInfo DER */
         int pop_ok;
 };
 
@@ -258,6 +264,8 @@ int db_unit_by_uid(struct db *db, const char *chip_uid, struct db_unit *ret);
 
 struct db_export_rec; /* kiln/export.h */
 
+typedef int (*db_export_visit_fn)(void *ctx, int64_t unit_id);
+
 /* Fill the export record of one unit (kiln/export.h renders it). */
 int db_unit_export(struct db *db, int64_t unit_id, struct db_export_rec *rec);
 
@@ -266,6 +274,109 @@ int db_unit_export(struct db *db, int64_t unit_id, struct db_export_rec *rec);
  * `kiln export --format jsonl` prints and what the audit event digest covers.
  */
 int db_unit_export_json(struct db *db, int64_t unit_id, struct kiln_buf *out);
+
+/*
+ * Find a unit by any of its identifiers: serial, chip UID (hex), MAC address ("02:00:..:01" or 12 hex
+ * digits) or certificate serial (hex, any certificate the unit ever had). KILN_E_NOT_FOUND when none;
+ * KILN_E_MISMATCH (naming them) if the key matches more than one unit in different roles.
+ */
+int db_unit_lookup(struct db *db, const char *key, int64_t *ret_unit_id);
+
+/* The exact recipe bytes recorded under a SHA-256 (hex). Caller frees *ret with kiln_free. */
+int db_recipe_get(struct db *db, const char *sha256_hex, uint8_t **ret, size_t *ret_len);
+
+/* Record one label print of a unit (format "zpl"/"png", target as given). *ret_count is the number of
+ * prints of this unit so far, this one included: above 1 it was a reprint. */
+int db_label_print(struct db *db, int64_t unit_id, const char *format, const char *target,
+                   unsigned *ret_count);
+
+/*
+ * The whole history of a unit, section by section (steps, keys, certificates, credentials, objects,
+ * attestations, fuse_journal, fuse_snapshots, label_prints, events), oldest first. Each row comes
+ * as column names and text values (NULL for SQL NULL); strings are valid during the call only.
+ */
+typedef int (*db_history_row_fn)(void *ctx, const char *section, const char *const *names,
+                                 const char *const *values, unsigned n);
+int db_unit_history(struct db *db, int64_t unit_id, db_history_row_fn fn, void *ctx);
+
+/* Facts about a unit's current attempt that the compliance evidence pack needs. */
+struct db_unit_facts {
+        unsigned keys;         /* device keys recorded */
+        unsigned keys_pop_ok;  /* of which the proof of possession verified */
+        unsigned certs;        /* certificates issued */
+        unsigned attest_ok;    /* keys attested successfully */
+        unsigned creds;        /* credential commitments */
+        unsigned objects;      /* objects written and verified by hash */
+};
+
+int db_unit_facts(struct db *db, int64_t unit_id, struct db_unit_facts *ret);
+
+/* Credential commitments that occur on more than one unit of the work order (0 when every unit's
+ * credentials are unique, as they must be). */
+int db_work_order_shared_creds(struct db *db, const char *work_order, unsigned *ret_count);
+
+/* ---- audit trail ---- */
+
+struct db_event {
+        int64_t seq;
+        const char *at;
+        int64_t unit_id; /* 0: a station event */
+        const char *kind;
+        const char *body;
+        const char *prev_hash;
+        const char *hash;
+};
+
+/* Every event in storage order (rowid), whatever its seq says: the verifier checks the order. */
+typedef int (*db_event_visit_fn)(void *ctx, const struct db_event *ev);
+int db_events_each(struct db *db, db_event_visit_fn fn, void *ctx);
+
+/* The chain head: the last event's seq and hash (seq 0 and 64 zeros for an empty log). */
+int db_event_head(struct db *db, int64_t *ret_seq, char ret_hash[65]);
+
+struct db_checkpoint {
+        int64_t id;
+        int64_t event_seq;
+        const char *head_hash;
+        const char *work_order; /* NULL when not tied to one */
+        const char *at;
+        const char *key_uri;
+        const uint8_t *signature; /* DER ECDSA over db_checkpoint_message() */
+        size_t signature_len;
+};
+
+/*
+ * The exact bytes a checkpoint signature covers:
+ *   "KILN-CHECKPOINT-V1\n" seq "\n" head_hash "\n" at "\n" work_order "\n"
+ * (work_order empty when none). `openssl dgst -sha256 -verify` checks them.
+ */
+int db_checkpoint_message(int64_t seq, const char *head_hash, const char *at,
+                          const char *work_order, struct kiln_buf *out);
+
+/* Signs a checkpoint message; the station passes its HSM audit key. Writes a DER signature. */
+typedef int (*db_sign_fn)(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t cap,
+                          size_t *ret_len);
+
+/*
+ * Sign the current chain head and store the checkpoint, in one transaction (the head cannot move
+ * between reading and storing). Does nothing when the head is already checkpointed. pubkey_pem is
+ * the audit key's public key, kept in the database so a verifier without the HSM can check the
+ * signatures (a quality engineer should still check against a trusted copy: --audit-key).
+ */
+int db_checkpoint_add(struct db *db, const char *work_order, const char *key_uri,
+                      const char *pubkey_pem, db_sign_fn sign, void *sign_ctx);
+
+/* The public key PEM recorded for an audit key URI; caller frees. KILN_E_NOT_FOUND when none. */
+int db_audit_pubkey(struct db *db, const char *key_uri, char **ret_pem);
+
+/* The last event of a unit (strings valid until the next call on db). */
+int db_unit_last_event(struct db *db, int64_t unit_id, struct db_event *ret);
+
+typedef int (*db_checkpoint_visit_fn)(void *ctx, const struct db_checkpoint *cp);
+int db_checkpoints_each(struct db *db, db_checkpoint_visit_fn fn, void *ctx);
+
+/* All unit ids in id order (the audit checks every unit, whatever its state). */
+int db_units_each(struct db *db, db_export_visit_fn fn, void *ctx);
 
 struct db_export_filter {
         const char *work_order; /* NULL = any */
@@ -276,7 +387,6 @@ struct db_export_filter {
 };
 
 /* Stream matching units in id order; the callback gets each unit's id. Constant memory. */
-typedef int (*db_export_visit_fn)(void *ctx, int64_t unit_id);
 int db_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,
                    void *ctx);
 

@@ -32,6 +32,8 @@ void json_int(struct json_w *w, int64_t v);
 void json_uint(struct json_w *w, uint64_t v);
 void json_bool(struct json_w *w, int v);
 void json_null(struct json_w *w);
+/* A value that is already valid JSON (e.g. a pre-rendered object), inserted as is. */
+void json_raw(struct json_w *w, const char *json, size_t n);
 /* key + value shorthands; json_kv_str writes null for a NULL string */
 void json_kv_str(struct json_w *w, const char *k, const char *v);
 void json_kv_int(struct json_w *w, const char *k, int64_t v);

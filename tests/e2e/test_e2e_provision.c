@@ -1,0 +1,126 @@
+/* Provisioning end to end with both example recipes, several slots, export and the demo. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "e2e.h"
+
+static void test_smartplug_two_slots(void **state)
+{
+        struct e2e x;
+        struct e2e_run *r = calloc(1, sizeof(*r));
+        char v[512], sql[512];
+
+        (void)state;
+        e2e_setup(&x, "plug");
+        e2e_sim(&x, NULL, NULL);
+        e2e_sim(&x, NULL, NULL);
+        e2e_config(&x);
+        e2e_kiln_run(&x, "smartplug-ctm.yaml", NULL, r);
+        if (r->status != 0)
+                fail_msg("kiln run exit %d\n%s\n%s", r->status, r->out, r->err);
+        assert_int_equal(r->n_unit, 2);
+        for (unsigned i = 0; i < 2; i++) {
+                assert_string_equal(r->unit[i].verdict, "PASS");
+                assert_string_equal(r->unit[i].code, "null");
+        }
+        assert_string_not_equal(r->unit[0].serial, r->unit[1].serial);
+        assert_non_null(strstr(r->out, "\"event\":\"run_end\""));
+        assert_non_null(strstr(r->out, "\"step\":\"attest\""));
+        /* the record: certificate, lifecycle, debug closed, QR payload naming the serial */
+        snprintf(sql, sizeof(sql),
+                 "SELECT label_qr FROM units WHERE serial = '%s' AND verdict = 'PASS' AND "
+                 "debug_closed = 1 AND secure_boot = 1 AND lifecycle = 'PRODUCTION' AND "
+                 "dev_mode = 1 AND operator = 'e2e-operator' AND work_order = 'WO-E2E'",
+                 r->unit[0].serial);
+        e2e_sql(&x, sql, v, sizeof(v));
+        assert_non_null(strstr(v, r->unit[0].serial));
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM certificates WHERE current = 1"),
+                         2);
+        /* the password is kept only as an HMAC commitment */
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM credentials WHERE method = "
+                                         "'hmac-sha256' AND length(commitment) = 64"),
+                         2);
+        e2e_check_invariants(&x);
+        {
+                const char *args[] = {"export", "--db", x.db, "--format", "csv", NULL};
+                char *out = calloc(1, 1 << 20);
+
+                assert_int_equal(e2e_kiln(&x, args, out, 1 << 20, NULL, 0), 0);
+                assert_non_null(strstr(out, "serial,chip_uid,mac,macs,verdict"));
+                assert_non_null(strstr(out, r->unit[1].serial));
+                assert_non_null(strstr(out, "\"-----BEGIN CERTIFICATE-----\n"));
+                free(out);
+        }
+        e2e_teardown(&x);
+        free(r);
+}
+
+static void test_gateway(void **state)
+{
+        static const char *const gw[] = {"--product", "gateway-g2", NULL};
+        struct e2e x;
+        struct e2e_run *r = calloc(1, sizeof(*r));
+        char mac0[64], fuse[64], sql[256];
+
+        (void)state;
+        e2e_setup(&x, "gateway");
+        e2e_sim(&x, NULL, gw);
+        e2e_config(&x);
+        e2e_kiln_run(&x, "gateway-industrial.yaml", NULL, r);
+        if (r->status != 0 || r->n_unit != 1 || strcmp(r->unit[0].verdict, "PASS") != 0)
+                fail_msg("kiln run exit %d\n%s\n%s", r->status, r->out, r->err);
+        /* two keys, two certificates, two MACs, the first burned into mac0, the firmware sent */
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM certificates WHERE current = 1"),
+                         2);
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM macs"), 2);
+        e2e_sql(&x, "SELECT replace(mac, ':', '') FROM macs WHERE idx = 0", mac0, sizeof(mac0));
+        e2e_sql(&x, "SELECT readback FROM fuse_journal WHERE field = 'mac0' AND state = 'done'",
+                fuse, sizeof(fuse));
+        assert_string_equal(mac0, fuse);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM objects WHERE name = 'fw_image' AND "
+                                   "sha256 = '12750f8ef03b437e0e4468ff55cfd59729f915c9bae3f3f0e"
+                                   "de3b0ecf85e3bed'");
+        assert_int_equal(e2e_sql_int(&x, sql), 1);
+        e2e_check_invariants(&x);
+        e2e_teardown(&x);
+        free(r);
+}
+
+static void test_demo_twice(void **state)
+{
+        struct e2e x;
+        char dir[1100], *out = calloc(1, 1 << 16), *err = calloc(1, 1 << 16);
+        const char *args[] = {"demo", "--units", "3", "--dir", dir, "--slots", "2", NULL};
+
+        (void)state;
+        e2e_setup(&x, "demo");
+        snprintf(dir, sizeof(dir), "%s/demo", x.dir);
+        snprintf(x.db, sizeof(x.db), "%.1000s/kiln.db", dir);
+        if (e2e_kiln(&x, args, out, 1 << 16, err, 1 << 16) != 0)
+                fail_msg("demo failed\n%s\n%s", out, err);
+        assert_non_null(strstr(out, "3 units: 3 PASS"));
+        if (e2e_kiln(&x, args, out, 1 << 16, err, 1 << 16) != 0)
+                fail_msg("second demo failed\n%s\n%s", out, err);
+        assert_non_null(strstr(out, "using the development PKI"));
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM units WHERE verdict = 'PASS'"), 6);
+        e2e_check_invariants(&x);
+        free(out);
+        free(err);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_smartplug_two_slots),
+                cmocka_unit_test(test_gateway),
+                cmocka_unit_test(test_demo_twice),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
