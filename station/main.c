@@ -17,6 +17,7 @@ static const struct command commands[] = {
         {"evidence", station_cmd_evidence, "the per-lot compliance evidence pack (json or md)"},
         {"export", station_cmd_export, "stream unit records as JSON Lines or CSV"},
         {"run", station_cmd_run, "run the station's slots (kiln run --config FILE ...)"},
+        {"quota", station_cmd_quota, "work order quotas: show, authorize, raise"},
         {"recipe", station_cmd_recipe, "check a recipe (kiln recipe check FILE)"},
         {"trace", station_cmd_trace, "find a unit by serial, UID, MAC or cert serial; its history"},
         {"hsm", station_cmd_hsm, "development PKI and token information (init-dev, info)"},

@@ -29,16 +29,19 @@
 #define ISSUING_LABEL "kiln-dev-issuing"
 #define AUDIT_LABEL "kiln-dev-audit"
 #define COMMIT_LABEL "kiln-dev-commit"
+#define RELEASE_LABEL "kiln-dev-release"
+#define OFFICER_LABEL "kiln-dev-officer"
 #define DEV_PIN_BYTES 16u /* random bytes per PIN, written as 32 hex digits */
 #define YEAR_S INT64_C(31556952)
 
 static const uint8_t id_root[] = {0x01}, id_issuing[] = {0x02}, id_audit[] = {0x03},
-                     id_commit[] = {0x04};
+                     id_commit[] = {0x04}, id_release[] = {0x05}, id_officer[] = {0x06};
 
 /* The files of a complete dev PKI, in the order init-dev creates them. */
-static const char *const dev_files[] = {HSM_DEV_CONF,        HSM_DEV_SO_PIN,  HSM_DEV_PIN,
-                                        HSM_DEV_TOKENS,      HSM_DEV_ROOT_PEM,
-                                        HSM_DEV_ISSUING_PEM, HSM_DEV_AUDIT_PEM};
+static const char *const dev_files[] = {
+        HSM_DEV_CONF,        HSM_DEV_SO_PIN,    HSM_DEV_PIN,        HSM_DEV_TOKENS,
+        HSM_DEV_ROOT_PEM,    HSM_DEV_ISSUING_PEM, HSM_DEV_AUDIT_PEM, HSM_DEV_RELEASE_PEM,
+        HSM_DEV_OFFICER_PEM};
 #define DEV_FILES (sizeof(dev_files) / sizeof(dev_files[0]))
 
 static int dev_path(const char *dir, const char *name, char *out, size_t cap)
@@ -482,6 +485,7 @@ out:
         return r;
 }
 
+/* The public key of a signing key, as a PEM file (for verifiers without the HSM). */
 static int audit_pem(const struct hsm_key *audit, const char *path)
 {
         uint8_t *spki = NULL;
@@ -511,6 +515,10 @@ static int dev_check(struct hsm_dev *d)
                 hsm_key_free(k);
         if (r == KILN_OK && (r = hsm_key_find(t, HSM_DEV_COMMIT_URI, HSM_USE_HMAC, &k)) == KILN_OK)
                 hsm_key_free(k);
+        if (r == KILN_OK && (r = hsm_key_find(t, HSM_DEV_RELEASE_URI, HSM_USE_SIGN, &k)) == KILN_OK)
+                hsm_key_free(k);
+        if (r == KILN_OK && (r = hsm_key_find(t, HSM_DEV_OFFICER_URI, HSM_USE_SIGN, &k)) == KILN_OK)
+                hsm_key_free(k);
         if (r == KILN_OK && hsm_issuer_chain_len(iss) != 2)
                 r = kiln_fail(KILN_E_CERT_VERIFY, "the issuing CA chain has %zu certificates, not 2",
                               hsm_issuer_chain_len(iss));
@@ -524,6 +532,7 @@ static int dev_create(const char *dir, const char *module)
         struct kiln_secret *so = NULL, *pin = NULL;
         struct hsm_token *t = NULL;
         struct hsm_key *root = NULL, *issuing = NULL, *audit = NULL, *commit = NULL;
+        struct hsm_key *release = NULL, *officer = NULL;
         CK_SESSION_HANDLE s = 0;
         X509 *root_cert = NULL, *issuing_cert = NULL;
         struct hsm_dev d;
@@ -583,6 +592,10 @@ static int dev_create(const char *dir, const char *module)
                 r = hsm_dev_keygen_ec(t, s, HSM_CURVE_P256, AUDIT_LABEL, id_audit, 1, 0);
         if (r == KILN_OK)
                 r = keygen_secret(t, s, COMMIT_LABEL, id_commit, 1);
+        if (r == KILN_OK)
+                r = hsm_dev_keygen_ec(t, s, HSM_CURVE_P256, RELEASE_LABEL, id_release, 1, 0);
+        if (r == KILN_OK)
+                r = hsm_dev_keygen_ec(t, s, HSM_CURVE_P256, OFFICER_LABEL, id_officer, 1, 0);
         hsm_session_put(t, s);
         have_s = 0;
         if (r < 0)
@@ -594,6 +607,10 @@ static int dev_create(const char *dir, const char *module)
                 r = hsm_key_find(t, HSM_DEV_AUDIT_URI, HSM_USE_SIGN, &audit);
         if (r == KILN_OK)
                 r = hsm_key_find(t, HSM_DEV_COMMIT_URI, HSM_USE_HMAC, &commit);
+        if (r == KILN_OK)
+                r = hsm_key_find(t, HSM_DEV_RELEASE_URI, HSM_USE_SIGN, &release);
+        if (r == KILN_OK)
+                r = hsm_key_find(t, HSM_DEV_OFFICER_URI, HSM_USE_SIGN, &officer);
         if (r < 0)
                 goto out;
         r = dev_path(d.dir, HSM_DEV_ROOT_PEM, path, sizeof(path));
@@ -609,6 +626,14 @@ static int dev_create(const char *dir, const char *module)
                 r = dev_path(d.dir, HSM_DEV_AUDIT_PEM, path, sizeof(path));
         if (r == KILN_OK)
                 r = audit_pem(audit, path);
+        if (r == KILN_OK)
+                r = dev_path(d.dir, HSM_DEV_RELEASE_PEM, path, sizeof(path));
+        if (r == KILN_OK)
+                r = audit_pem(release, path);
+        if (r == KILN_OK)
+                r = dev_path(d.dir, HSM_DEV_OFFICER_PEM, path, sizeof(path));
+        if (r == KILN_OK)
+                r = audit_pem(officer, path);
 out:
         if (have_s)
                 hsm_session_put(t, s);
@@ -618,6 +643,8 @@ out:
         hsm_key_free(issuing);
         hsm_key_free(audit);
         hsm_key_free(commit);
+        hsm_key_free(release);
+        hsm_key_free(officer);
         hsm_token_free(t);
         kiln_secret_free(so);
         kiln_secret_free(pin);

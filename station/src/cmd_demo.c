@@ -231,10 +231,13 @@ static int write_config(const struct demo *d, const char *path, const char *reci
                         "  softhsm_conf: hsm/%s\n"
                         "  audit_key: \"%s\"\n"
                         "  commitment_key: \"%s\"\n"
+                        "authority:\n"
+                        "  release_keys: [hsm/%s]\n"
+                        "  quota_keys: [hsm/%s]\n"
                         "slots:\n",
                         recipe_abs, DEMO_WORK_ORDER, DEMO_LOT, HSM_SOFTHSM_MODULE,
                         HSM_DEV_TOKEN_URI, HSM_DEV_PIN, HSM_DEV_CONF, HSM_DEV_AUDIT_URI,
-                        HSM_DEV_COMMIT_URI);
+                        HSM_DEV_COMMIT_URI, HSM_DEV_RELEASE_PEM, HSM_DEV_OFFICER_PEM);
         for (unsigned i = 0; i < slots; i++)
                 kiln_buf_printf(&b, "  - id: \"%u\"\n    port: unix:slots/%u.sock\n", i + 1, i + 1);
         r = kiln_buf_error(&b);

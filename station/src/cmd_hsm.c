@@ -140,8 +140,11 @@ static void print_dev_keys(void)
                "  root CA key (EC P-384)      %s\n"
                "  issuing CA key (EC P-256)   %s\n"
                "  audit key (EC P-256)        %s\n"
-               "  commitment key (HMAC)       %s\n",
-               HSM_DEV_ROOT_URI, HSM_DEV_ISSUING_URI, HSM_DEV_AUDIT_URI, HSM_DEV_COMMIT_URI);
+               "  commitment key (HMAC)       %s\n"
+               "  recipe release key (EC P-256, an engineer's in production)   %s\n"
+               "  quota officer key (EC P-256, the PKI officer's in production) %s\n",
+               HSM_DEV_ROOT_URI, HSM_DEV_ISSUING_URI, HSM_DEV_AUDIT_URI, HSM_DEV_COMMIT_URI,
+               HSM_DEV_RELEASE_URI, HSM_DEV_OFFICER_URI);
 }
 
 static int cmd_init_dev(const struct opts *o)

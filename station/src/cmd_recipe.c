@@ -18,6 +18,7 @@
 #include "kiln/cli.h"
 #include "kiln/config.h"
 #include "kiln/recipe.h"
+#include "kiln/release.h"
 #include "kiln/util.h"
 
 static void usage(FILE *f)
@@ -25,12 +26,15 @@ static void usage(FILE *f)
         fprintf(f, "usage: kiln recipe check [--config CFG]... [FILE]...\n"
                    "       kiln recipe render FILE [--seq N] [--uid HEX] [--station ID]\n"
                    "                               [--date YYYY-MM-DD]\n"
+                   "       kiln recipe release FILE --config CFG --key URI\n"
                    "\n"
                    "check   report every problem of each recipe FILE and station configuration\n"
                    "        CFG as FILE:LINE:COLUMN: message; exit 0 when all are valid, 1 when\n"
                    "        any is not, 2 on usage errors or unreadable files\n"
                    "render  show what a recipe renders for one unit (serial, MACs, certificate\n"
-                   "        subjects, objects, fuses, label), touching no device or HSM\n");
+                   "        subjects, objects, fuses, label), touching no device or HSM\n"
+                   "release sign the recipe's SHA-256 with an engineer's HSM key: production\n"
+                   "        stations run only released recipes\n");
 }
 
 /* 0 valid, 1 invalid, 2 unreadable */
@@ -388,6 +392,8 @@ int station_cmd_recipe(int argc, char **argv)
                 return cmd_check(argc - 1, argv + 1);
         if (strcmp(argv[1], "render") == 0)
                 return cmd_render(argc - 1, argv + 1);
+        if (strcmp(argv[1], "release") == 0)
+                return station_recipe_release(argc - 1, argv + 1);
         fprintf(stderr, "kiln recipe: unknown subcommand '%s'\n", argv[1]);
         usage(stderr);
         return 2;

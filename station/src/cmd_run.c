@@ -21,7 +21,9 @@
 #include "kiln/engine.h"
 #include "kiln/error.h"
 #include "kiln/hsm.h"
+#include "kiln/log.h"
 #include "kiln/recipe.h"
+#include "kiln/release.h"
 #include "kiln/run.h"
 #include "kiln/session.h"
 #include "kiln/station.h"
@@ -123,7 +125,10 @@ static void usage(FILE *f)
                 "from the configured environment variable or owner-only file, never from here.\n"
                 "  --once   provision the unit on each slot's port once, then exit\n"
                 "  --units  stop after N units (default: until ^C)\n"
-                "  --json   one JSON object per line per event on stdout, for line systems\n");
+                "  --json   one JSON object per line per event on stdout, for line systems\n"
+                "  --debug  debug logging (refused in production mode)\n"
+                "A production station (mode: production) runs only a released recipe (kiln\n"
+                "recipe release) and refuses simulated devices and development tokens.\n");
 }
 
 int station_cmd_run(int argc, char **argv)
@@ -138,13 +143,15 @@ int station_cmd_run(int argc, char **argv)
                 {"units", required_argument, NULL, 'n'},
                 {"once", no_argument, NULL, '1'},
                 {"json", no_argument, NULL, 'j'},
+                {"debug", no_argument, NULL, 'D'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
         const char *cfg_path = NULL, *recipe_path = NULL, *work_order = NULL, *lot = NULL,
                    *operator_id = NULL;
         uint32_t quota = 0, units = 0;
-        int once = 0, json = 0, have_engine = 0, c, r, status = 1;
+        int quota_given = 0;
+        int once = 0, json = 0, debug = 0, released = 0, have_engine = 0, c, r, status = 1;
         struct yaml_doc_diags diags;
         struct station_config *cfg = NULL;
         struct recipe *rc = NULL;
@@ -163,7 +170,7 @@ int station_cmd_run(int argc, char **argv)
         memset(&e, 0, sizeof(e));
         yaml_doc_diags_init(&diags);
         optind = 1;
-        while ((c = getopt_long(argc, argv, "c:r:w:l:o:q:n:1jh", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "c:r:w:l:o:q:n:1jDh", opts, NULL)) != -1) {
                 switch (c) {
                 case 'c':
                         cfg_path = optarg;
@@ -197,6 +204,9 @@ int station_cmd_run(int argc, char **argv)
                         break;
                 case 'j':
                         json = 1;
+                        break;
+                case 'D':
+                        debug = 1;
                         break;
                 case 'h':
                         usage(stdout);
@@ -239,6 +249,15 @@ int station_cmd_run(int argc, char **argv)
                 status = 2;
                 goto done;
         }
+        if (cfg->production && debug) {
+                fprintf(stderr, "kiln run: --debug is refused in production mode: debug output "
+                                "may carry device traffic\n");
+                status = 2;
+                goto done;
+        }
+        if (debug)
+                kiln_log_set_level(KILN_LOG_DEBUG);
+        quota_given = quota != 0;
         if (quota == 0)
                 quota = rc->quota.default_units;
         if (quota > rc->quota.max_units) {
@@ -256,8 +275,30 @@ int station_cmd_run(int argc, char **argv)
         if (r == KILN_OK)
                 r = db_recipe_store(db, rc->sha256_hex, rc->id, rc->version, rc->body,
                                     rc->body_len);
-        if (r == KILN_OK)
-                r = db_work_order_ensure(db, work_order, lot, rc->sha256_hex, quota, &wo);
+        if (r < 0)
+                goto out;
+        /* production runs only released recipes; a development station records a release if
+         * there is one */
+        r = station_release_check(cfg, rc, db, &released);
+        if (r < 0 && cfg->production) {
+                fprintf(stderr, "kiln run: %s\n", kiln_err_detail());
+                status = 2;
+                goto done;
+        }
+        if (r < 0 && r != KILN_E_NOT_FOUND)
+                fprintf(stderr, "kiln run: warning: %s\n", kiln_err_detail());
+        kiln_err_reset();
+        r = db_work_order_get(db, work_order, &wo);
+        if (r == KILN_OK && quota_given && quota != wo.quota) {
+                fprintf(stderr,
+                        "kiln run: work order '%s' has quota %u; changing it needs a signed "
+                        "authorisation (kiln quota raise)\n",
+                        work_order, wo.quota);
+                status = 2;
+                goto done;
+        }
+        kiln_err_reset();
+        r = db_work_order_ensure(db, work_order, lot, rc->sha256_hex, quota, &wo);
         if (r < 0)
                 goto out;
         r = report_new(json ? REPORT_JSON : isatty(STDOUT_FILENO) ? REPORT_TTY : REPORT_LINES,
@@ -295,6 +336,17 @@ int station_cmd_run(int argc, char **argv)
         ro.fx = &ops;
         ro.fx_ctx = fx;
         report_run_start(rep, cfg->station_id, work_order, operator_id, rc->id, !cfg->production);
+        {
+                char note[256];
+
+                snprintf(note, sizeof(note),
+                         "recipe %s version %s (%.12s…) %s; work order %s: quota %u, %u used, "
+                         "%u left",
+                         rc->id, rc->version, rc->sha256_hex,
+                         released ? "released" : "NOT released", work_order, wo.quota,
+                         wo.consumed + wo.reserved, wo.quota - wo.consumed - wo.reserved);
+                report_note(rep, "start", note);
+        }
         /* units an interrupted run left behind: the operator must bring them back */
         r = db_units_in_progress(db, interrupted_visit, rep);
         if (r < 0)

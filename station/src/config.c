@@ -582,9 +582,45 @@ static void load_labels(struct cctx *c, const struct yaml_doc_node *n)
                 l->format = (enum station_label_format)e;
 }
 
+static void load_key_list(struct cctx *c, const struct yaml_doc_node *n, const char **out,
+                          unsigned *ret_n)
+{
+        if (ck(c, yaml_doc_seq(c->d, n, 1, STATION_AUTHORITY_KEYS_MAX)) < 0)
+                return;
+        for (size_t i = 0; i < n->n; i++)
+                if (get_path(c, n->vals[i], &out[*ret_n]) == 0)
+                        (*ret_n)++;
+}
+
+static void load_authority(struct cctx *c, const struct yaml_doc_node *n)
+{
+        static const struct yaml_doc_key keys[] = {{"release_keys", 0}, {"quota_keys", 0}};
+        const struct yaml_doc_node *v[2];
+        struct station_authority *a = &c->cfg->authority;
+
+        if (ck(c, yaml_doc_map(c->d, n, keys, 2, v)) < 0)
+                return;
+        if (v[0] != NULL)
+                load_key_list(c, v[0], a->release_keys, &a->n_release_keys);
+        if (v[1] != NULL)
+                load_key_list(c, v[1], a->quota_keys, &a->n_quota_keys);
+}
+
 static void load_root(struct cctx *c, const struct yaml_doc_node *root)
 {
-        enum { K_SCHEMA, K_STATION, K_MODE, K_DB, K_WORK, K_HSM, K_SLOTS, K_LABELS, K_PIN, K_N };
+        enum {
+                K_SCHEMA,
+                K_STATION,
+                K_MODE,
+                K_DB,
+                K_WORK,
+                K_HSM,
+                K_SLOTS,
+                K_LABELS,
+                K_PIN,
+                K_AUTHORITY,
+                K_N
+        };
         static const struct yaml_doc_key keys[K_N] = {
             {"schema", YAML_DOC_REQUIRED},
             {"station_id", YAML_DOC_REQUIRED},
@@ -595,6 +631,7 @@ static void load_root(struct cctx *c, const struct yaml_doc_node *root)
             {"slots", YAML_DOC_REQUIRED},
             {"labels", 0},
             {"pin", 0},
+            {"authority", 0},
         };
         static const char *const modes[] = {"development", "production"};
         const struct yaml_doc_node *v[K_N];
@@ -637,6 +674,20 @@ static void load_root(struct cctx *c, const struct yaml_doc_node *root)
                 load_slots(c, v[K_SLOTS]);
         if (v[K_LABELS] != NULL)
                 load_labels(c, v[K_LABELS]);
+        if (v[K_AUTHORITY] != NULL)
+                load_authority(c, v[K_AUTHORITY]);
+        if (cfg->production && v[K_MODE] != NULL && cfg->authority.n_release_keys == 0)
+                cerr(c, v[K_MODE],
+                     "production mode runs only released recipes: list the release keys it "
+                     "trusts in authority.release_keys");
+        if (cfg->production && v[K_SLOTS] != NULL) {
+                for (unsigned i = 0; i < cfg->n_slots; i++)
+                        if (cfg->slots[i].port.kind == STATION_PORT_UNIX)
+                                cerr(c, v[K_SLOTS],
+                                     "slot '%s': unix: ports reach simulated devices, which a "
+                                     "production station refuses",
+                                     cfg->slots[i].id);
+        }
         if (cfg->production && cfg->hsm.softhsm_conf != NULL) {
                 const struct yaml_doc_node *hn = v[K_HSM];
 

@@ -149,6 +149,22 @@ int db_label_print(struct db *db, int64_t unit_id, const char *format, const cha
         return db->ops->label_print(db, unit_id, format, target, ret_count);
 }
 
+int db_recipe_release(struct db *db, const char *sha256_hex, const char *recipe_id,
+                      const char *version, const char *statement, const uint8_t *sig,
+                      size_t sig_len)
+{
+        return db->ops->recipe_release(db, sha256_hex, recipe_id, version, statement, sig,
+                                       sig_len);
+}
+
+int db_work_order_raise(struct db *db, const char *work_order, uint32_t new_quota,
+                        const char *statement, const uint8_t *sig, size_t sig_len,
+                        uint32_t *ret_old)
+{
+        return db->ops->work_order_raise(db, work_order, new_quota, statement, sig, sig_len,
+                                         ret_old);
+}
+
 int db_unit_facts(struct db *db, int64_t unit_id, struct db_unit_facts *ret)
 {
         return db->ops->unit_facts(db, unit_id, ret);

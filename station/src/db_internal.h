@@ -36,6 +36,12 @@ struct db_ops {
         int (*recipe_get)(struct db *db, const char *sha256_hex, uint8_t **ret, size_t *ret_len);
         int (*label_print)(struct db *db, int64_t unit_id, const char *format, const char *target,
                            unsigned *ret_count);
+        int (*recipe_release)(struct db *db, const char *sha256_hex, const char *recipe_id,
+                              const char *version, const char *statement, const uint8_t *sig,
+                              size_t sig_len);
+        int (*work_order_raise)(struct db *db, const char *work_order, uint32_t new_quota,
+                                const char *statement, const uint8_t *sig, size_t sig_len,
+                                uint32_t *ret_old);
         int (*unit_facts)(struct db *db, int64_t unit_id, struct db_unit_facts *ret);
         int (*shared_creds)(struct db *db, const char *work_order, unsigned *ret_count);
         int (*unit_history)(struct db *db, int64_t unit_id, db_history_row_fn fn, void *ctx);

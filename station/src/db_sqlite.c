@@ -133,6 +133,16 @@ static const char *const migrations[] = {
         "  BEGIN SELECT RAISE(ABORT, 'units are never deleted'); END;"
         "CREATE TRIGGER macs_no_delete BEFORE DELETE ON macs"
         "  BEGIN SELECT RAISE(ABORT, 'MAC allocations are never freed'); END;",
+        /* 2: recipe releases and quota raises, each a signed statement kept as it was verified */
+        "CREATE TABLE releases ("
+        "  sha256 TEXT PRIMARY KEY REFERENCES recipes(sha256), recipe_id TEXT NOT NULL,"
+        "  version TEXT NOT NULL, statement TEXT NOT NULL, signature BLOB NOT NULL,"
+        "  recorded_at TEXT NOT NULL) STRICT;"
+        "CREATE TABLE quota_authorizations ("
+        "  id INTEGER PRIMARY KEY, work_order TEXT NOT NULL REFERENCES work_orders(id),"
+        "  old_quota INTEGER NOT NULL, new_quota INTEGER NOT NULL,"
+        "  statement_sha256 TEXT NOT NULL UNIQUE, statement TEXT NOT NULL,"
+        "  signature BLOB NOT NULL, applied_at TEXT NOT NULL) STRICT;",
 };
 
 #define MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -189,6 +199,10 @@ enum stmt_id {
         S_UNIT_LAST_EVENT,
         S_FACTS,
         S_SHARED_CREDS,
+        S_RELEASE_GET,
+        S_RELEASE_INSERT,
+        S_QUOTA_AUTH_INSERT,
+        S_WO_SET_QUOTA,
         S_MAX
 };
 
@@ -301,6 +315,13 @@ static const char *const stmt_sql[S_MAX] = {
         [S_SHARED_CREDS] = "SELECT count(*) FROM (SELECT c.commitment FROM credentials c JOIN "
                            "units u ON u.id = c.unit_id WHERE u.work_order = ?1 AND c.current = 1 "
                            "GROUP BY c.commitment HAVING count(DISTINCT c.unit_id) > 1)",
+        [S_RELEASE_GET] = "SELECT count(*) FROM releases WHERE sha256 = ?1",
+        [S_RELEASE_INSERT] = "INSERT INTO releases (sha256, recipe_id, version, statement, "
+                             "signature, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        [S_QUOTA_AUTH_INSERT] = "INSERT INTO quota_authorizations (work_order, old_quota, "
+                                "new_quota, statement_sha256, statement, signature, applied_at) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        [S_WO_SET_QUOTA] = "UPDATE work_orders SET quota = ?2 WHERE id = ?1",
         [S_EXPORT_IDS] = "SELECT id FROM units WHERE (?1 IS NULL OR work_order = ?1) "
                          "AND (?2 IS NULL OR lot = ?2) AND (?3 IS NULL OR started_at >= ?3) "
                          "AND (?4 IS NULL OR started_at < ?4) AND (?5 IS NULL OR verdict = ?5) "
@@ -631,7 +652,8 @@ int db_sqlite_open(const char *path, struct db **ret)
                     sqlite3_step(st) == SQLITE_ROW)
                         wal = strcmp(col_text(st, 0), "wal") == 0;
                 sqlite3_finalize(st);
-                if (!wal) {
+                /* ":memory:" (fuzzing, benchmarks of the host path) cannot have a WAL */
+                if (!wal && strcmp(path, ":memory:") != 0) {
                         r = kiln_fail(KILN_E_DB, "database '%s': cannot use WAL journaling here",
                                       path);
                         goto out;
@@ -2273,6 +2295,127 @@ static int sq_shared_creds(struct db *db, const char *work_order, unsigned *ret_
         return r;
 }
 
+static int sq_recipe_release(struct db *db, const char *sha256_hex, const char *recipe_id,
+                             const char *version, const char *statement, const uint8_t *sig,
+                             size_t sig_len)
+{
+        struct sq *s = sq_of(db);
+        struct kiln_buf body;
+        struct json_w w;
+        sqlite3_stmt *st;
+        char at[32];
+        int rc, r;
+
+        kiln_buf_init(&body, 4096);
+        now_iso(at);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r < 0)
+                goto out;
+        st = st_get(s, S_RELEASE_GET);
+        bind_text(st, 1, sha256_hex);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && sqlite3_column_int(st, 0) > 0) {
+                sqlite3_reset(st);
+                goto out; /* recorded before */
+        }
+        sqlite3_reset(st);
+        st = st_get(s, S_RELEASE_INSERT);
+        bind_text(st, 1, sha256_hex);
+        bind_text(st, 2, recipe_id);
+        bind_text(st, 3, version);
+        bind_text(st, 4, statement);
+        sqlite3_bind_blob(st, 5, sig, (int)sig_len, SQLITE_TRANSIENT);
+        bind_text(st, 6, at);
+        r = st_done(s, st, "record recipe release");
+        json_init(&w, &body);
+        json_obj_begin(&w);
+        json_kv_str(&w, "recipe_sha256", sha256_hex);
+        json_kv_str(&w, "recipe_id", recipe_id);
+        json_kv_str(&w, "version", version);
+        json_obj_end(&w);
+        if (r == KILN_OK)
+                r = json_error(&w);
+        if (r == KILN_OK)
+                r = event_append(s, 0, "recipe.release", kiln_buf_cstr(&body));
+        if (r == KILN_OK)
+                r = tx_commit(s);
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&body);
+        return r;
+}
+
+static int sq_work_order_raise(struct db *db, const char *work_order, uint32_t new_quota,
+                               const char *statement, const uint8_t *sig, size_t sig_len,
+                               uint32_t *ret_old)
+{
+        struct sq *s = sq_of(db);
+        struct db_work_order wo;
+        struct kiln_buf body;
+        struct json_w w;
+        sqlite3_stmt *st;
+        char at[32], digest[65];
+        int r;
+
+        kiln_buf_init(&body, 4096);
+        now_iso(at);
+        sha256_hex(statement, strlen(statement), digest);
+        pthread_mutex_lock(&s->lock);
+        r = tx_begin(s);
+        if (r == KILN_OK)
+                r = wo_read(s, work_order, &wo);
+        if (r == KILN_E_NOT_FOUND)
+                r = kiln_fail(r, "work order '%s' not found", work_order);
+        if (r < 0)
+                goto out;
+        st = st_get(s, S_QUOTA_AUTH_INSERT);
+        bind_text(st, 1, work_order);
+        bind_int(st, 2, wo.quota);
+        bind_int(st, 3, new_quota);
+        bind_text(st, 4, digest);
+        bind_text(st, 5, statement);
+        sqlite3_bind_blob(st, 6, sig, (int)sig_len, SQLITE_TRANSIENT);
+        bind_text(st, 7, at);
+        r = st_done(s, st, "record quota authorisation");
+        if (r == KILN_E_DB_CONSTRAINT)
+                r = kiln_fail_append(r, "this authorisation was applied before");
+        if (r < 0)
+                goto out;
+        /* checked after the replay check, so a replay is named as one */
+        if (new_quota <= wo.quota) {
+                r = kiln_fail(KILN_E_RANGE, "work order '%s' already has quota %u: an "
+                                            "authorisation can only raise it",
+                              work_order, wo.quota);
+                goto out;
+        }
+        st = st_get(s, S_WO_SET_QUOTA);
+        bind_text(st, 1, work_order);
+        bind_int(st, 2, new_quota);
+        r = st_done(s, st, "raise quota");
+        json_init(&w, &body);
+        json_obj_begin(&w);
+        json_kv_str(&w, "work_order", work_order);
+        json_kv_int(&w, "old_quota", wo.quota);
+        json_kv_int(&w, "new_quota", new_quota);
+        json_kv_str(&w, "authorization_sha256", digest);
+        json_obj_end(&w);
+        if (r == KILN_OK)
+                r = json_error(&w);
+        if (r == KILN_OK)
+                r = event_append(s, 0, "work_order.quota_raise", kiln_buf_cstr(&body));
+        if (r == KILN_OK)
+                r = tx_commit(s);
+        if (r == KILN_OK)
+                *ret_old = wo.quota;
+out:
+        tx_rollback(s);
+        pthread_mutex_unlock(&s->lock);
+        kiln_buf_free(&body);
+        return r;
+}
+
 static const struct db_ops sqlite_ops = {
         .name = "sqlite",
         .close = sq_close,
@@ -2293,6 +2436,8 @@ static const struct db_ops sqlite_ops = {
         .unit_lookup = sq_unit_lookup,
         .recipe_get = sq_recipe_get,
         .label_print = sq_label_print,
+        .recipe_release = sq_recipe_release,
+        .work_order_raise = sq_work_order_raise,
         .unit_facts = sq_unit_facts,
         .shared_creds = sq_shared_creds,
         .unit_history = sq_unit_history,

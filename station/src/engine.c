@@ -365,6 +365,11 @@ static int do_connect(struct unit_ctx *u, const char *port)
                 r = proto_session_hello(u->s, NULL);
         if (r < 0)
                 return step_fail(u, fc_of(r, FC_LINK), r, NULL);
+        if (!u->e->dev_mode &&
+            (proto_session_hello_info(u->s)->capabilities & KILN_CAP_SIMULATED))
+                return step_fail(u, FC_WRONG_DEVICE, KILN_E_WRONG_DEVICE,
+                                 "a simulated device (agent '%s') is refused in production mode",
+                                 proto_session_hello_info(u->s)->agent);
         step_ok(u);
         return KILN_OK;
 }

@@ -281,6 +281,23 @@ void report_alert(struct report *r, const char *slot, const char *kind, const ch
         pthread_mutex_unlock(&r->lock);
 }
 
+void report_note(struct report *r, const char *kind, const char *text)
+{
+        struct json_w w;
+
+        pthread_mutex_lock(&r->lock);
+        if (r->mode == REPORT_JSON) {
+                json_head(r, &w, "note");
+                json_kv_str(&w, "kind", kind);
+                json_kv_str(&w, "text", text);
+                json_obj_end(&w);
+                emit_json(r);
+        } else {
+                emit_line(r, text);
+        }
+        pthread_mutex_unlock(&r->lock);
+}
+
 void report_run_end(struct report *r, const struct report_summary *s)
 {
         char line[512];

@@ -157,8 +157,11 @@ void e2e_config(struct e2e *x)
                 "  audit_key: \"pkcs11:token=kiln-dev;object=kiln-dev-audit;type=private\"\n"
                 "  commitment_key: \"pkcs11:token=kiln-dev;object=kiln-dev-commit;"
                 "type=secret-key\"\n"
+                "authority:\n"
+                "  release_keys: [%s/release-pub.pem]\n"
+                "  quota_keys: [%s/officer-pub.pem]\n"
                 "slots:\n",
-                x->db, x->hsm, x->hsm);
+                x->db, x->hsm, x->hsm, x->hsm, x->hsm);
         for (unsigned i = 0; i < x->n_dev; i++)
                 fprintf(f, "  - id: S%u\n    port: %s\n", i + 1, x->dev[i].port);
         fclose(f);

@@ -26,6 +26,11 @@
 #define HSM_DEV_ISSUING_URI "pkcs11:token=kiln-dev;object=kiln-dev-issuing;type=private"
 #define HSM_DEV_AUDIT_URI "pkcs11:token=kiln-dev;object=kiln-dev-audit;type=private"
 #define HSM_DEV_COMMIT_URI "pkcs11:token=kiln-dev;object=kiln-dev-commit;type=secret-key"
+/* Signers of statements a station verifies but cannot make: recipe releases (a manufacturing
+ * engineer's key) and quota raises (the PKI officer's key). In production they live on their
+ * owners' tokens and stations get only the public keys; the dev PKI keeps them in its one token. */
+#define HSM_DEV_RELEASE_URI "pkcs11:token=kiln-dev;object=kiln-dev-release;type=private"
+#define HSM_DEV_OFFICER_URI "pkcs11:token=kiln-dev;object=kiln-dev-officer;type=private"
 
 /* File names inside DIR. */
 #define HSM_DEV_CONF "softhsm2.conf"
@@ -35,6 +40,8 @@
 #define HSM_DEV_ROOT_PEM "root-ca.pem"
 #define HSM_DEV_ISSUING_PEM "issuing-ca.pem"
 #define HSM_DEV_AUDIT_PEM "audit-pub.pem"
+#define HSM_DEV_RELEASE_PEM "release-pub.pem"
+#define HSM_DEV_OFFICER_PEM "officer-pub.pem"
 
 enum hsm_dev_state {
         HSM_DEV_CREATED, /* a new PKI was made */

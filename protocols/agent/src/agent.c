@@ -1085,6 +1085,8 @@ int kiln_agent_init(const struct kiln_agent_config *cfg, struct kiln_agent *ret_
                 a.caps |= KILN_CAP_LIFECYCLE;
         if (ops->reset)
                 a.caps |= KILN_CAP_RESET;
+        /* only bits that describe the firmware itself, never a command it lacks */
+        a.caps |= cfg->caps_extra & KILN_CAP_SIMULATED;
         /* the session id is the nonce's first four bytes and must not be 0 (§4.1) */
         for (tries = 0; tries < 16 && a.session == 0; tries++) {
                 if (ops->random(cfg->ctx, a.nonce, sizeof(a.nonce)) < 0)

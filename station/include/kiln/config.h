@@ -103,6 +103,16 @@ struct station_hsm {
         unsigned sessions;          /* session pool size; 0 = the HSM module's default */
 };
 
+#define STATION_AUTHORITY_KEYS_MAX 8u
+
+/* Who may release recipes and raise quotas: public keys (PEM files), trusted by this station. */
+struct station_authority {
+        const char *release_keys[STATION_AUTHORITY_KEYS_MAX]; /* resolved paths */
+        unsigned n_release_keys;
+        const char *quota_keys[STATION_AUTHORITY_KEYS_MAX];
+        unsigned n_quota_keys;
+};
+
 struct station_labels {
         int present;
         struct station_printer printer;
@@ -124,6 +134,7 @@ struct station_config {
         struct station_slot slots[KILN_SLOTS_MAX];
         unsigned n_slots; /* >= 1 */
         struct station_labels labels;
+        struct station_authority authority;
 
         struct yaml_doc *doc; /* private: owns the strings above */
 };

@@ -20,7 +20,7 @@
 #include "kiln/buf.h"
 #include "kiln/limits.h"
 
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 #define DB_TEXT_MAX 128          /* ids, names, codes */
 #define DB_SERIAL_MAX 64         /* rendered serial numbers */
 #define DB_HEX_UID_MAX (2 * KILN_UID_MAX + 1)
@@ -43,7 +43,8 @@ int db_verdict_parse(const char *s, enum db_verdict *ret);
 
 struct db;
 
-/* Open (creating and migrating) the database. `location` is a file path for SQLite. */
+/* Open (creating and migrating) the database. `location` is a file path for SQLite, or ":memory:"
+ * for a throwaway in-memory database (fuzzing and benchmarks: nothing is durable). */
 int db_open(const char *location, struct db **ret);
 void db_close(struct db *db);
 
@@ -62,6 +63,17 @@ struct db_work_order {
 int db_work_order_ensure(struct db *db, const char *id, const char *lot, const char *recipe_sha256,
                          uint32_t quota, struct db_work_order *ret);
 int db_work_order_get(struct db *db, const char *id, struct db_work_order *ret);
+
+/* Record a verified recipe release (the signed statement as verified; idempotent, audited). */
+int db_recipe_release(struct db *db, const char *sha256_hex, const char *recipe_id,
+                      const char *version, const char *statement, const uint8_t *sig,
+                      size_t sig_len);
+
+/* Raise a work order's quota under a verified signed authorisation, in one audited transaction.
+ * The quota only goes up; an authorisation (by its SHA-256) is applied at most once. */
+int db_work_order_raise(struct db *db, const char *work_order, uint32_t new_quota,
+                        const char *statement, const uint8_t *sig, size_t sig_len,
+                        uint32_t *ret_old);
 
 /* Store the exact recipe bytes (idempotent) so every unit's recipe hash resolves to its text. */
 int db_recipe_store(struct db *db, const char *sha256_hex, const char *recipe_id,

@@ -58,6 +58,8 @@ void report_slot(struct report *r, unsigned slot_index, const char *slot, const 
 void report_step(struct report *r, const char *slot, const char *serial, const char *step, int ok,
                  double ms, enum failcode code, const char *detail);
 void report_unit(struct report *r, const struct report_unit *u);
+/* An informational line (quota left, recipe release), event "note" in JSON. */
+void report_note(struct report *r, const char *kind, const char *text);
 /* Something the operator must see now (clone alert, interrupted units, quota low). */
 void report_alert(struct report *r, const char *slot, const char *kind, const char *text);
 void report_run_end(struct report *r, const struct report_summary *s);

@@ -204,6 +204,7 @@ struct kiln_agent_config {
         size_t resp_cap;
         uint32_t max_payload;  /* device_max_payload: 256 .. KILN_PAYLOAD_MAX */
         const char *name; /* agent name in HELLO (NUL-terminated); NULL: KILN_AGENT_NAME_DEFAULT */
+        uint32_t caps_extra; /* capability bits the firmware declares itself: KILN_CAP_SIMULATED */
 };
 
 /* The agent's state. Allocate it anywhere; its fields are private. */

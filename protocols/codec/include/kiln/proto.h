@@ -92,6 +92,7 @@ enum kiln_key_alg {
 #define KILN_CAP_FUSES 0x00000008u
 #define KILN_CAP_LIFECYCLE 0x00000010u
 #define KILN_CAP_RESET 0x00000020u
+#define KILN_CAP_SIMULATED 0x80000000u /* a simulated device: production stations refuse it */
 
 /* WRITE_OBJECT flags. */
 #define KILN_OBJ_SECRET 0x01u /* never returned by READ_OBJECT; OBJECT_HASH still works */
