@@ -21,6 +21,7 @@ static const struct command commands[] = {
         {"recipe", station_cmd_recipe, "check a recipe (kiln recipe check FILE)"},
         {"trace", station_cmd_trace, "find a unit by serial, UID, MAC or cert serial; its history"},
         {"hsm", station_cmd_hsm, "development PKI and token information (init-dev, info)"},
+        {"label", station_cmd_label, "render and print a unit's label (ZPL or PNG)"},
 };
 
 static void usage(FILE *f)

@@ -32,6 +32,7 @@
 #include "kiln/error.h"
 #include "kiln/hsm.h"
 #include "kiln/hsm_dev.h"
+#include "kiln/label.h"
 #include "kiln/recipe.h"
 #include "kiln/run.h"
 #include "kiln/simfix.h"
@@ -111,7 +112,8 @@ static int leftover_visit(void *ctx, const struct db_unit *u)
         return queue_add(d, u->chip_uid, 1);
 }
 
-static int demo_next(void *ctx, unsigned slot, char *port, size_t cap)
+static int demo_next(void *ctx, unsigned slot, const volatile int *enough, char *port,
+                     size_t cap)
 {
         struct demo *d = ctx;
         struct demo_device dev;
@@ -120,7 +122,7 @@ static int demo_next(void *ctx, unsigned slot, char *port, size_t cap)
         unsigned n = 0;
         int r;
 
-        if (demo_stop)
+        if (demo_stop || *enough)
                 return KILN_E_CANCELLED;
         pthread_mutex_lock(&d->lock);
         if (d->next == d->n_queue) {
@@ -175,7 +177,7 @@ static void demo_on_unit(void *ctx, const struct unit_result *res)
 }
 
 static void print_table(const struct demo *d, const struct report_summary *s,
-                        const char *db_path)
+                        const char *db_path, const char *labels_dir)
 {
         printf("\n  %-3s %-22s %-34s %-17s %-11s %7s\n", "#", "serial", "chip UID", "MAC",
                "verdict", "seconds");
@@ -193,8 +195,8 @@ static void print_table(const struct demo *d, const struct report_summary *s,
         if (s->quota_left >= 0)
                 printf(" (work order %s, quota left %lld)", DEMO_WORK_ORDER,
                        (long long)s->quota_left);
-        printf("\n  database: %s\n  records:  kiln export --db %s --format csv\n\n", db_path,
-               db_path);
+        printf("\n  database: %s\n  labels:   %s\n  records:  kiln export --db %s --format csv\n\n",
+               db_path, labels_dir, db_path);
 }
 
 /* The demo station: development mode, the dev token, one unix-socket slot per --slots. */
@@ -234,6 +236,9 @@ static int write_config(const struct demo *d, const char *path, const char *reci
                         "authority:\n"
                         "  release_keys: [hsm/%s]\n"
                         "  quota_keys: [hsm/%s]\n"
+                        "labels:\n"
+                        "  printer: file:labels\n"
+                        "  format: png\n"
                         "slots:\n",
                         recipe_abs, DEMO_WORK_ORDER, DEMO_LOT, HSM_SOFTHSM_MODULE,
                         HSM_DEV_TOKEN_URI, HSM_DEV_PIN, HSM_DEV_CONF, HSM_DEV_AUDIT_URI,
@@ -281,6 +286,9 @@ int station_cmd_demo(int argc, char **argv)
         char hsm_dir[KILN_PATH_MAX], cfg_path[KILN_PATH_MAX], slots_dir[KILN_PATH_MAX];
         char recipe_path[KILN_PATH_MAX];
         const char *slot_names[KILN_SLOTS_MAX];
+        struct label_target label_target;
+        const struct label_target *label_of[KILN_SLOTS_MAX];
+        char labels_dir[KILN_PATH_MAX];
         uint32_t units = 0, slots = 4;
         int json = 0, have_engine = 0, c, r, status = 1;
 
@@ -341,13 +349,16 @@ int station_cmd_demo(int argc, char **argv)
         if (kiln_snprintf(hsm_dir, sizeof(hsm_dir), "%s/hsm", d.dir) < 0 ||
             kiln_snprintf(d.devices, sizeof(d.devices), "%s/devices", d.dir) < 0 ||
             kiln_snprintf(slots_dir, sizeof(slots_dir), "%s/slots", d.dir) < 0 ||
-            kiln_snprintf(cfg_path, sizeof(cfg_path), "%s/station.yaml", d.dir) < 0) {
+            kiln_snprintf(cfg_path, sizeof(cfg_path), "%s/station.yaml", d.dir) < 0 ||
+            kiln_snprintf(labels_dir, sizeof(labels_dir), "%s/labels", d.dir) < 0) {
                 r = kiln_fail(KILN_E_RANGE, "--dir path too long");
                 goto out;
         }
         r = kiln_mkdirs(d.devices, 0700);
         if (r == KILN_OK)
                 r = kiln_mkdirs(slots_dir, 0700);
+        if (r == KILN_OK)
+                r = kiln_mkdirs(labels_dir, 0755);
         if (r < 0)
                 goto out;
         r = simfix_find_sim(d.sim, sizeof(d.sim));
@@ -414,7 +425,15 @@ int station_cmd_demo(int argc, char **argv)
                        stdout, slots, &rep);
         if (r < 0)
                 goto out;
+        /* every unit that passes gets its label as a PNG in DIR/labels */
+        r = label_target_from_printer(&cfg->labels.printer, &label_target);
+        if (r < 0)
+                goto out;
+        for (unsigned i = 0; i < KILN_SLOTS_MAX; i++)
+                label_of[i] = &label_target;
         memset(&es, 0, sizeof(es));
+        es.labels = label_of;
+        es.label_format = (int)cfg->labels.format;
         es.recipe = rc;
         es.db = db;
         es.token = token;
@@ -453,7 +472,7 @@ int station_cmd_demo(int argc, char **argv)
         report_free(rep);
         rep = NULL;
         if (!json)
-                print_table(&d, &sum, cfg->database);
+                print_table(&d, &sum, cfg->database, labels_dir);
         if (r < 0 && r != KILN_E_PERM)
                 goto out;
         status = demo_stop ? 1 : sum.fail + sum.lock_failed + sum.scrap > 0 ? 1 : 0;

@@ -21,6 +21,7 @@
 #include "kiln/engine.h"
 #include "kiln/error.h"
 #include "kiln/hsm.h"
+#include "kiln/label.h"
 #include "kiln/log.h"
 #include "kiln/recipe.h"
 #include "kiln/release.h"
@@ -72,10 +73,11 @@ static int probe_uid(const char *port, char *uid, size_t cap)
         return r;
 }
 
-static int line_next(void *ctx, unsigned slot, char *port, size_t cap)
+static int line_next(void *ctx, unsigned slot, const volatile int *enough, char *port,
+                     size_t cap)
 {
         struct line_fx *fx = ctx;
-        const char *spec = fx->cfg->slots[slot].port.spec;
+        const char *spec = fx->cfg->slots[slot].port.open_spec;
         char uid[DB_HEX_UID_MAX];
 
         if (fx->once) {
@@ -85,7 +87,7 @@ static int line_next(void *ctx, unsigned slot, char *port, size_t cap)
                 return kiln_strlcpy(port, spec, cap);
         }
         /* wait for a unit other than the one just finished */
-        while (!run_stop) {
+        while (!run_stop && !*enough) {
                 kiln_err_reset();
                 if (probe_uid(spec, uid, sizeof(uid)) == KILN_OK &&
                     strcmp(uid, fx->last_uid[slot]) != 0)
@@ -99,6 +101,8 @@ static void line_done(void *ctx, unsigned slot, const struct unit_result *res)
 {
         struct line_fx *fx = ctx;
 
+        if (res == NULL)
+                return;
         kiln_strlcpy(fx->last_uid[slot], res->chip_uid, sizeof(fx->last_uid[slot]));
 }
 
@@ -166,6 +170,8 @@ int station_cmd_run(int argc, char **argv)
         struct run_opts ro;
         struct report_summary sum;
         const char *slot_names[KILN_SLOTS_MAX];
+        struct label_target *labels = NULL;
+        const struct label_target *label_of[KILN_SLOTS_MAX];
 
         memset(&e, 0, sizeof(e));
         yaml_doc_diags_init(&diags);
@@ -305,7 +311,29 @@ int station_cmd_run(int argc, char **argv)
                        stdout, cfg->n_slots, &rep);
         if (r < 0)
                 goto out;
+        /* label printers: a slot's own, else the station's */
+        labels = kiln_calloc(cfg->n_slots, sizeof(*labels));
+        if (labels == NULL) {
+                r = KILN_E_NOMEM;
+                goto out;
+        }
+        for (unsigned i = 0; i < cfg->n_slots; i++) {
+                const struct station_printer *p =
+                        cfg->slots[i].has_printer ? &cfg->slots[i].printer
+                        : cfg->labels.present     ? &cfg->labels.printer
+                                                  : NULL;
+
+                label_of[i] = NULL;
+                if (p == NULL)
+                        continue;
+                r = label_target_from_printer(p, &labels[i]);
+                if (r < 0)
+                        goto out;
+                label_of[i] = &labels[i];
+        }
         memset(&es, 0, sizeof(es));
+        es.labels = label_of;
+        es.label_format = cfg->labels.present ? (int)cfg->labels.format : (int)STATION_LABEL_ZPL;
         es.recipe = rc;
         es.db = db;
         es.token = token;
@@ -376,6 +404,7 @@ done:
         if (have_engine)
                 engine_fini(&e);
         kiln_free(fx);
+        kiln_free(labels);
         hsm_token_free(token);
         db_close(db);
         recipe_free(rc);

@@ -171,8 +171,10 @@ static int port_uart(const char *dev, const char *query, struct station_port *p,
 {
         size_t n = query ? (size_t)(query - dev) : strlen(dev);
 
-        if (n < 6 || strncmp(dev, "/dev/", 5) != 0) {
-                snprintf(why, cap, "a serial port is a device path under /dev/");
+        /* a device node or a stable link to one (/dev/serial/by-id/..., a udev link under
+         * /run): any absolute path; the transport refuses what is not a tty */
+        if (n < 2 || dev[0] != '/' || dev[n - 1] == '/') {
+                snprintf(why, cap, "a serial port is an absolute device path, e.g. /dev/ttyUSB0");
                 return 0;
         }
         if (n > KILN_PORT_SPEC_MAX) {
@@ -249,6 +251,11 @@ int station_port_parse(const char *spec, const char *base_dir, struct station_po
                         return 0;
                 }
                 p.kind = STATION_PORT_UNIX;
+                if (snprintf(p.open_spec, sizeof(p.open_spec), "unix:%s", p.path) >=
+                    (int)sizeof(p.open_spec)) {
+                        snprintf(why, cap, "the socket path is too long");
+                        return 0;
+                }
         } else if (strncmp(spec, "usb:", 4) == 0) {
                 const char *s = spec + 4, *c1 = strchr(s, ':');
 
@@ -318,6 +325,8 @@ int station_port_parse(const char *spec, const char *base_dir, struct station_po
                          "usb:VID:PID[:SERIAL] or usb:BUS-PORT[.PORT...]");
                 return 0;
         }
+        if (p.open_spec[0] == '\0')
+                memcpy(p.open_spec, p.spec, sizeof(p.open_spec));
         *ret = p;
         return 1;
 }

@@ -24,6 +24,7 @@
 #include "kiln/hsm.h"
 #include "kiln/hsm_cert.h"
 #include "kiln/hsm_devkey.h"
+#include "kiln/label.h"
 #include "kiln/secret.h"
 #include "kiln/util.h"
 
@@ -46,6 +47,8 @@ int engine_init(const struct engine_setup *s, struct engine *e)
         e->dev_mode = s->dev_mode;
         e->report = s->report;
         e->stop = s->stop;
+        e->labels = s->labels;
+        e->label_format = s->label_format;
         proto_session_opts_default(&e->session_opts);
         if (kiln_strlcpy(e->station_id, s->station_id, sizeof(e->station_id)) < 0 ||
             kiln_strlcpy(e->work_order, s->work_order, sizeof(e->work_order)) < 0 ||
@@ -1449,6 +1452,32 @@ static int do_lock(struct unit_ctx *u)
 
 /* --------------------------------------------------------------------------- 10 finish */
 
+/* The label of a unit that passed. A printer problem never changes the verdict: the operator is
+ * told and reprints with kiln label; the step is recorded either way. */
+static void print_label(struct unit_ctx *u)
+{
+        const struct label_target *t =
+                u->e->labels != NULL ? u->e->labels[u->slot_index] : NULL;
+        unsigned count = 0;
+        char text[DB_DETAIL_MAX + 128];
+        int r;
+
+        if (t == NULL || !u->rc->label.present)
+                return;
+        step_begin(u, "label");
+        r = label_print_unit(u->e->db, u->unit.id, t, (enum station_label_format)u->e->label_format,
+                             0, &count);
+        if (r == KILN_OK) {
+                step_ok(u);
+                return;
+        }
+        snprintf(text, sizeof(text), "label for %s not printed (%s): print it with kiln label",
+                 u->unit.serial, kiln_err_detail()[0] ? kiln_err_detail() : kiln_strerror(r));
+        db_unit_step(&u->unit, "label", u->step_wall_ms, kiln_now_us() - u->step_us, 0, "E-LABEL",
+                     text);
+        report_alert(u->e->report, u->slot, "label", text);
+}
+
 static int do_finish(struct unit_ctx *u)
 {
         char storage[SNAP_MAX][KILN_NAME_MAX + 2 + 2 * KILN_FUSE_BYTES_MAX];
@@ -1497,6 +1526,7 @@ static int do_finish(struct unit_ctx *u)
                 u->unit.n_pending--; /* the finish step did not succeed after all */
                 return step_fail(u, fc_of(r, FC_DB), r, NULL);
         }
+        print_label(u);
         return KILN_OK;
 }
 

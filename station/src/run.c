@@ -12,6 +12,7 @@ struct run_state {
         const struct run_opts *o;
         pthread_mutex_t lock;
         uint64_t started;
+        volatile int enough; /* max_units started: waiting slots may give up */
         int halted;          /* a station-level failure: start no new unit */
         int first_error;
         struct report_summary sum;
@@ -38,15 +39,20 @@ static int claim_unit(struct run_state *rs)
              (rs->o->max_units == 0 || rs->started < rs->o->max_units);
         if (ok)
                 rs->started++;
+        if (rs->o->max_units != 0 && rs->started >= rs->o->max_units)
+                rs->enough = 1;
         pthread_mutex_unlock(&rs->lock);
         return ok;
 }
 
-static void unclaim_unit(struct run_state *rs)
+static int run_over(struct run_state *rs)
 {
+        int over;
+
         pthread_mutex_lock(&rs->lock);
-        rs->started--;
+        over = rs->halted || rs->enough || (rs->e->stop != NULL && *rs->e->stop);
         pthread_mutex_unlock(&rs->lock);
+        return over;
 }
 
 static void *slot_main(void *p)
@@ -57,18 +63,25 @@ static void *slot_main(void *p)
         const char *name = o->slot_names[a->index];
         char port[KILN_PORT_SPEC_MAX + 1];
 
-        while (claim_unit(rs)) {
+        while (!run_over(rs)) {
                 struct unit_result res;
                 struct report_unit ru;
                 int r;
 
-                r = o->fx->next(o->fx_ctx, a->index, port, sizeof(port));
+                /* wait for a device first, then take a unit of the budget: an empty slot must
+                 * not hold the budget while another slot has a device waiting */
+                kiln_err_reset();
+                r = o->fx->next(o->fx_ctx, a->index, &rs->enough, port, sizeof(port));
                 if (r < 0) {
-                        unclaim_unit(rs);
                         if (r != KILN_E_NOT_FOUND && r != KILN_E_CANCELLED)
                                 report_alert(rs->e->report, name, "fixture",
                                              kiln_err_detail()[0] ? kiln_err_detail()
                                                                   : kiln_strerror(r));
+                        break;
+                }
+                if (!claim_unit(rs)) {
+                        if (o->fx->done != NULL)
+                                o->fx->done(o->fx_ctx, a->index, NULL);
                         break;
                 }
                 r = engine_unit_run(rs->e, name, a->index, port, &res);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -115,12 +117,99 @@ static void test_demo_twice(void **state)
         free(err);
 }
 
+/*
+ * Continuous mode (no --once): a slot provisions its unit, waits for the operator to swap it, and
+ * provisions the next one on the same port; a second slot with nothing in it must not hold the
+ * run up. The port is a stable symlink, as /dev/serial/by-id gives on a line.
+ */
+static void test_continuous_swap(void **state)
+{
+        struct e2e x;
+        char link[1200], cfg_body[4096], buf[65536] = "";
+        const char *a_args[] = {"--link", link, NULL};
+        int fd, pid, status = 0;
+        size_t n = 0;
+        FILE *f;
+
+        (void)state;
+        e2e_setup(&x, "swap");
+        snprintf(link, sizeof(link), "%s/slot-a.tty", x.dir);
+        e2e_sim(&x, NULL, a_args);
+        e2e_config(&x);
+        /* slot A on the link, slot B on a port where no device will ever answer */
+        f = fopen(x.config, "r");
+        assert_non_null(f);
+        n = fread(cfg_body, 1, sizeof(cfg_body) - 1, f);
+        fclose(f);
+        cfg_body[n] = '\0';
+        *strstr(cfg_body, "slots:\n") = '\0';
+        f = fopen(x.config, "w");
+        assert_non_null(f);
+        fprintf(f, "%sslots:\n  - id: A\n    port: %s\n  - id: B\n    port: unix:%s/none.sock\n",
+                cfg_body, link, x.dir);
+        fclose(f);
+        {
+                const char *argv[] = {x.kiln, "run", "--config", x.config, "--recipe", NULL,
+                                      "--work-order", "WO-SWAP", "--operator", "op", "--units",
+                                      "2", "--json", NULL};
+                char recipe[1300];
+                int po[2];
+
+                e2e_recipe_path(&x, "smartplug-ctm.yaml", recipe, sizeof(recipe));
+                argv[5] = recipe;
+                assert_int_equal(pipe(po), 0);
+                pid = fork();
+                assert_true(pid >= 0);
+                if (pid == 0) {
+                        dup2(po[1], 1);
+                        close(po[0]);
+                        execv(argv[0], (char *const *)(uintptr_t)argv);
+                        _exit(127);
+                }
+                close(po[1]);
+                fd = po[0];
+        }
+        /* the first unit passes; then the operator swaps it for another one */
+        n = 0;
+        while (strstr(buf, "\"event\":\"unit\"") == NULL || n == 0) {
+                ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+
+                if (k <= 0)
+                        fail_msg("kiln ended before the first unit:\n%.*s", (int)n, buf);
+                n += (size_t)k;
+                buf[n] = '\0';
+        }
+        assert_non_null(strstr(buf, "\"verdict\":\"PASS\""));
+        e2e_sim_stop(&x, 0);
+        x.n_dev = 0;
+        e2e_sim(&x, NULL, a_args);
+        for (;;) {
+                ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+
+                if (k <= 0)
+                        break;
+                n += (size_t)k;
+                buf[n] = '\0';
+        }
+        close(fd);
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                fail_msg("kiln run exit %d:\n%s", status, buf);
+        assert_non_null(strstr(buf, "\"units\":2,\"pass\":2"));
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(DISTINCT chip_uid) FROM units WHERE "
+                                         "verdict = 'PASS' AND slot = 'A'"),
+                         2);
+        e2e_check_invariants(&x);
+        e2e_teardown(&x);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_smartplug_two_slots),
                 cmocka_unit_test(test_gateway),
                 cmocka_unit_test(test_demo_twice),
+                cmocka_unit_test(test_continuous_swap),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

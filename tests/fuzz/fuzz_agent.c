@@ -337,8 +337,12 @@ static const struct kiln_agent_ops ops = {
 
 static void boot(void)
 {
-        struct kiln_agent_config cfg = {&ops, NULL, rx, sizeof(rx), resp, sizeof(resp), DEV_MAX,
-                                        NULL};
+        struct kiln_agent_config cfg = {.ops = &ops,
+                                        .rx_buf = rx,
+                                        .rx_cap = sizeof(rx),
+                                        .resp_buf = resp,
+                                        .resp_cap = sizeof(resp),
+                                        .max_payload = DEV_MAX};
 
         CHECK(kiln_agent_init(&cfg, &ag) == KILN_OK);
         reset_seen = 0;

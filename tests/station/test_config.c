@@ -222,7 +222,9 @@ static void test_pin_anywhere(void **state)
                                    "  pin:\n"
                                    "  audit_key: \"pkcs11:token=line1;object=audit\"\n"
                                    "slots:\n"
-                                   "  - {id: a, port: /dev/ttyACM0}\n";
+                                   "  - {id: a, port: /dev/ttyACM0}\n"
+                                   "authority:\n"
+                                   "  release_keys: [/etc/kiln/keys/engineer.pem]\n";
         struct station_config *c = NULL;
         char *got;
 
@@ -252,8 +254,10 @@ static void test_minimal_production(void **state)
                                    "  pin_env: KILN_HSM_PIN\n"
                                    "  audit_key: \"pkcs11:token=line%202;id=%01%02\"\n"
                                    "slots:\n"
-                                   "  - {id: a, port: \"unix:/run/kiln/a.sock\"}\n"
-                                   "  - {id: b, port: \"usb:1209:4B4E\"}\n";
+                                   "  - {id: a, port: \"/run/kiln/a.tty\"}\n"
+                                   "  - {id: b, port: \"usb:1209:4B4E\"}\n"
+                                   "authority:\n"
+                                   "  release_keys: [keys/engineer.pem, /etc/kiln/bob.pem]\n";
         struct station_config *c = NULL;
         char *got;
 
@@ -272,6 +276,9 @@ static void test_minimal_production(void **state)
         assert_false(c->labels.present);
         assert_int_equal(c->slots[1].port.pid, 0x4b4e);
         assert_string_equal(c->slots[1].port.usb_serial, "");
+        assert_int_equal(c->authority.n_release_keys, 2);
+        assert_string_equal(c->authority.release_keys[0], "/etc/kiln/keys/engineer.pem");
+        assert_int_equal(c->authority.n_quota_keys, 0);
         station_config_free(c);
         free(got);
 }
@@ -319,8 +326,9 @@ static void test_ports(void **state)
             {"uart:/dev/ttyS1?baud=0115200", 0, "baud"},
             {"uart:/dev/ttyS1?parity=even", 0, "baud"},
             {"/dev/ttyS1?baud=9600", 0, "uart:"},
-            {"uart:ttyS1", 0, "/dev/"},
-            {"/dev/", 0, "/dev/"},
+            {"uart:ttyS1", 0, "absolute device path"},
+            {"/dev/", 0, "absolute device path"},
+            {"/run/kiln/slot-a.tty", 1, NULL},
             {"/dev/tty S1", 0, "0x20"},
             {"unix:/tmp/sim.sock", 1, NULL},
             {"unix:", 0, "socket path"},

@@ -11,6 +11,7 @@ int station_cmd_demo(int argc, char **argv);
 int station_cmd_evidence(int argc, char **argv);
 int station_cmd_export(int argc, char **argv);
 int station_cmd_hsm(int argc, char **argv);
+int station_cmd_label(int argc, char **argv);
 int station_cmd_quota(int argc, char **argv);
 int station_cmd_recipe(int argc, char **argv);
 int station_cmd_run(int argc, char **argv);

@@ -45,6 +45,7 @@ enum station_port_kind {
 struct station_port {
         enum station_port_kind kind;
         char spec[KILN_PORT_SPEC_MAX + 1];           /* as written */
+        char open_spec[KILN_PORT_SPEC_MAX + 1];      /* for proto_transport_open: path resolved */
         char path[KILN_PORT_SPEC_MAX + 1];           /* UART device, UNIX socket (resolved) */
         uint32_t baud;                               /* UART */
         uint16_t vid, pid;                           /* USB_ID */

@@ -26,6 +26,7 @@
 struct hsm_token;
 struct hsm_key;
 struct hsm_issuer;
+struct label_target;
 
 #define ENGINE_STATION_ID_MAX 64
 #define ENGINE_ACTIVE_MAX KILN_SLOTS_MAX
@@ -44,6 +45,9 @@ struct engine {
         struct report *report;
         volatile sig_atomic_t *stop; /* set by a signal handler: stop before the next unit/step */
         struct proto_session_opts session_opts;
+        /* label printer per slot (NULL: no label printed at PASS) and the format */
+        const struct label_target *const *labels;
+        int label_format; /* enum station_label_format */
 
         /* chips being worked on right now, so one UID in two slots at once is a clone alert */
         pthread_mutex_t active_lock;
@@ -61,6 +65,8 @@ struct engine_setup {
         int dev_mode;
         struct report *report;
         volatile sig_atomic_t *stop;
+        const struct label_target *const *labels; /* per slot, may be NULL */
+        int label_format;
 };
 
 /* Load issuers (and their chains) and the commitment key; check the recipe against the token. */

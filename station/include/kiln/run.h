@@ -17,9 +17,11 @@
 struct run_fixture_ops {
         /* The port of the next device in this slot. KILN_E_NOT_FOUND: this slot has no more
          * devices. Called on the slot's own thread; may block (waiting for an operator), but must
-         * return soon after *engine->stop is set. */
-        int (*next)(void *ctx, unsigned slot, char *port, size_t cap);
-        /* The device in the slot is finished with (its result). May be NULL. */
+         * return KILN_E_CANCELLED soon after *engine->stop or *enough is set (enough: the run has
+         * all the units it wants, so this slot need not wait any longer). */
+        int (*next)(void *ctx, unsigned slot, const volatile int *enough, char *port, size_t cap);
+        /* The device in the slot is finished with: res is its result, NULL when the run ended
+         * before it was provisioned. May be NULL. */
         void (*done)(void *ctx, unsigned slot, const struct unit_result *res);
 };
 

@@ -9,8 +9,10 @@
  *
  *     static uint8_t rx[KILN_AGENT_RX_SIZE(1024)], resp[KILN_AGENT_RESP_SIZE(1024)];
  *     static struct kiln_agent agent;
- *     struct kiln_agent_config cfg = {&my_ops, &my_ctx, rx, sizeof(rx), resp, sizeof(resp), 1024,
- *                                     NULL};
+ *     struct kiln_agent_config cfg = {.ops = &my_ops, .ctx = &my_ctx,
+ *                                     .rx_buf = rx, .rx_cap = sizeof(rx),
+ *                                     .resp_buf = resp, .resp_cap = sizeof(resp),
+ *                                     .max_payload = 1024};
  *
  *     kiln_agent_init(&cfg, &agent);          (at every boot: draws the session nonce)
  *     for (;;) {
