@@ -475,7 +475,7 @@ int station_cmd_demo(int argc, char **argv)
                 print_table(&d, &sum, cfg->database, labels_dir);
         if (r < 0 && r != KILN_E_PERM)
                 goto out;
-        status = demo_stop ? 1 : sum.fail + sum.lock_failed + sum.scrap > 0 ? 1 : 0;
+        status = demo_stop || sum.fail + sum.lock_failed + sum.scrap + sum.unrecorded > 0 ? 1 : 0;
         r = KILN_OK;
 out:
         if (r < 0)

@@ -393,7 +393,9 @@ int station_cmd_run(int argc, char **argv)
         }
         if (r < 0 && r != KILN_E_PERM)
                 goto out;
-        status = sum.fail + sum.lock_failed + sum.scrap > 0 || r == KILN_E_PERM ? 1 : 0;
+        status = sum.fail + sum.lock_failed + sum.scrap + sum.unrecorded > 0 || r == KILN_E_PERM
+                         ? 1
+                         : 0;
         r = KILN_OK;
 out:
         if (r < 0)

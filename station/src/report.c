@@ -274,8 +274,10 @@ void report_alert(struct report *r, const char *slot, const char *kind, const ch
                 json_obj_end(&w);
                 emit_json(r);
         } else {
-                snprintf(line, sizeof(line), "!! %s%s%s: %s", slot ? "slot " : "",
-                         slot ? slot : "", slot ? " " : "", text);
+                if (slot != NULL)
+                        snprintf(line, sizeof(line), "!! slot %s: %s", slot, text);
+                else
+                        snprintf(line, sizeof(line), "!! %s", text);
                 emit_line(r, line);
         }
         pthread_mutex_unlock(&r->lock);
@@ -302,7 +304,7 @@ void report_run_end(struct report *r, const struct report_summary *s)
 {
         char line[512];
         struct json_w w;
-        unsigned total = s->pass + s->fail + s->lock_failed + s->scrap;
+        unsigned total = s->pass + s->fail + s->lock_failed + s->scrap + s->unrecorded;
 
         pthread_mutex_lock(&r->lock);
         if (r->mode == REPORT_JSON) {
@@ -312,6 +314,7 @@ void report_run_end(struct report *r, const struct report_summary *s)
                 json_kv_int(&w, "fail", s->fail);
                 json_kv_int(&w, "lock_failed", s->lock_failed);
                 json_kv_int(&w, "scrap", s->scrap);
+                json_kv_int(&w, "unrecorded", s->unrecorded);
                 json_key(&w, "seconds");
                 json_uint(&w, (uint64_t)(s->seconds + 0.5));
                 json_key(&w, "quota_left");
@@ -326,6 +329,13 @@ void report_run_end(struct report *r, const struct report_summary *s)
                          "%u units: %u PASS, %u FAIL, %u LOCK_FAILED, %u SCRAP in %.1f s", total,
                          s->pass, s->fail, s->lock_failed, s->scrap, s->seconds);
                 emit_line(r, line);
+                if (s->unrecorded > 0) {
+                        snprintf(line, sizeof(line),
+                                 "%u units have no recorded verdict (the database failed): they "
+                                 "stay in progress and are taken back when run again",
+                                 s->unrecorded);
+                        emit_line(r, line);
+                }
                 if (s->quota_left >= 0) {
                         snprintf(line, sizeof(line), "work order quota left: %lld",
                                  (long long)s->quota_left);

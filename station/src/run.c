@@ -110,6 +110,9 @@ static void *slot_main(void *p)
                 case DB_VERDICT_SCRAP:
                         rs->sum.scrap++;
                         break;
+                case DB_VERDICT_IN_PROGRESS:
+                        rs->sum.unrecorded++;
+                        break;
                 default:
                         rs->sum.fail++;
                 }

@@ -43,6 +43,7 @@ struct report_summary {
         unsigned fail;
         unsigned lock_failed;
         unsigned scrap;
+        unsigned unrecorded; /* no verdict could be written (database failure): IN_PROGRESS */
         double seconds;
         int64_t quota_left; /* -1 unknown */
 };
