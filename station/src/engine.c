@@ -190,6 +190,7 @@ struct unit_ctx {
         enum failcode fc;
         char reason[DB_DETAIL_MAX];
         int scrap; /* the failure leaves the unit unusable for good */
+        int impostor; /* the device is not the unit's: leave the unit as it is */
 };
 
 static int stop_requested(const struct unit_ctx *u)
@@ -1075,6 +1076,78 @@ static int do_attest(struct unit_ctx *u, const struct obj_recs *o)
         return KILN_OK;
 }
 
+/*
+ * A resumed unit (the station died mid-lock): before any fuse is touched again, the device in the
+ * slot must prove it holds the keys whose certificates the database recorded for this unit. A clone
+ * presenting the genuine chip's UID cannot, and does not get the genuine unit's lock finished.
+ */
+static int do_reattest(struct unit_ctx *u)
+{
+        struct db_export_rec *rec = kiln_malloc(sizeof(*rec));
+        unsigned attested = 0;
+        int r;
+
+        if (rec == NULL)
+                return KILN_E_NOMEM;
+        export_rec_init(rec);
+        step_begin(u, "reattest");
+        r = db_unit_export(u->e->db, u->unit.id, rec);
+        if (r < 0) {
+                r = step_fail(u, fc_of(r, FC_DB), r, NULL);
+                goto out;
+        }
+        for (unsigned i = 0; i < u->rc->n_keys; i++) {
+                const struct recipe_key *k = &u->rc->keys[i];
+                struct hsm_devkey *key = NULL;
+                struct proto_attest a;
+                uint8_t nonce[KILN_NONCE_LEN];
+
+                for (unsigned c = 0; c < rec->n_certs && key == NULL; c++)
+                        if (strcmp(rec->certs[c].key, k->name) == 0)
+                                r = hsm_devkey_from_cert(rec->certs[c].der.data,
+                                                         rec->certs[c].der.len, &key);
+                if (key == NULL)
+                        continue;
+                r = hsm_token_random(u->e->token, nonce, sizeof(nonce));
+                if (r == KILN_OK)
+                        r = proto_session_attest(u->s, k->slot, nonce, &a);
+                if (r == KILN_OK)
+                        r = hsm_devkey_verify_attest(key, nonce, u->info.chip_uid,
+                                                     u->info.chip_uid_len, k->slot, a.signature,
+                                                     a.signature_len);
+                hsm_devkey_free(key);
+                if (r < 0 && fc_of(r, FC_ATTEST) == FC_ATTEST) {
+                        /* the device cannot prove the unit's keys: a clone of its chip UID */
+                        u->impostor = 1;
+                        report_alert(u->e->report, u->slot, "clone",
+                                     "this device presents an interrupted unit's chip UID but not "
+                                     "its keys: clone alert");
+                        r = step_fail(u, FC_CLONE, r,
+                                      "key '%s' does not match the certificate recorded for unit "
+                                      "%s (%s): not the device the unit was started on",
+                                      k->name, u->unit.serial,
+                                      kiln_err_detail()[0] ? kiln_err_detail() : kiln_strerror(r));
+                        goto out;
+                }
+                if (r < 0) {
+                        r = step_fail(u, fc_lock(r, FC_ATTEST), r, NULL);
+                        goto out;
+                }
+                attested++;
+        }
+        if (attested == 0) {
+                r = step_fail(u, FC_ATTEST, KILN_E_MISMATCH,
+                              "the unit has no recorded certificate to prove the device with");
+                goto out;
+        }
+        step_ok(u);
+        r = KILN_OK;
+out:
+        export_rec_free(rec);
+        kiln_free(rec);
+        return r;
+}
+
 /* ----------------------------------------------------------------------------- 9 lock */
 
 static int lock_plan(struct unit_ctx *u)
@@ -1625,6 +1698,8 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
                 if (r == KILN_OK && stop_requested(u))
                         r = step_fail(u, FC_CANCELLED, KILN_E_CANCELLED, "run stopped");
         }
+        if (r == KILN_OK && u->kind == DB_ADMIT_RESUME)
+                r = do_reattest(u);
         /* once started, the lock runs to its end: a stop request waits for it */
         if (r == KILN_OK)
                 r = do_lock(u);
@@ -1633,6 +1708,16 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
 
         if (r == KILN_OK) {
                 ret->verdict = DB_VERDICT_PASS;
+        } else if (u->impostor) {
+                /* the unit waits for its real device; the attempt is on record */
+                char body[512];
+
+                snprintf(body, sizeof(body),
+                         "{\"slot\":\"%s\",\"chip_uid\":\"%s\",\"unit_serial\":\"%s\","
+                         "\"code\":\"%s\"}",
+                         slot, u->uid_hex, u->unit.serial, failcode_name(u->fc));
+                db_station_event(e->db, "device.clone_alert", body);
+                ret->verdict = DB_VERDICT_FAIL;
         } else if (u->admitted) {
                 station_r = finish_failed(u);
                 ret->verdict = station_r == KILN_OK ? (!u->unit.lock_started ? DB_VERDICT_FAIL

@@ -258,6 +258,65 @@ static void test_kill_during_lock_then_resume(void **state)
         free(r);
 }
 
+/* The station dies mid-lock; a clone of the chip UID shows up before the real unit does: it cannot
+ * prove the unit's keys, so it is refused as a clone and the unit waits, untouched, for its own
+ * device, which then finishes. */
+static void test_resume_refuses_impostor(void **state)
+{
+        static const char *const slow[] = {"--fuse-ms", "400", NULL};
+        struct e2e x;
+        struct e2e_run *r = calloc(1, sizeof(*r));
+        char clone_arg[65], fuses_before[32];
+        const char *impostor[] = {"--clone-uid", clone_arg, NULL};
+        int fd, pid;
+
+        (void)state;
+        e2e_setup(&x, "impostor");
+        e2e_sim(&x, NULL, slow);
+        e2e_config(&x);
+        pid = e2e_kiln_run_bg(&x, PLUG, NULL, &fd);
+        kill_at(pid, fd, "\"step\":\"lock\"", 200);
+        e2e_sql(&x, "SELECT count(*) FROM fuse_journal", fuses_before, sizeof(fuses_before));
+        /* swap in another chip that claims the interrupted unit's UID */
+        snprintf(clone_arg, sizeof(clone_arg), "%s", x.uid[0]);
+        e2e_sim_stop(&x, 0);
+        x.n_dev = 0;
+        e2e_sim(&x, NULL, impostor);
+        e2e_config(&x);
+        e2e_kiln_run(&x, PLUG, NULL, r);
+        assert_int_equal(r->n_unit, 1);
+        assert_string_equal(r->unit[0].code, "E-CLONE");
+        assert_non_null(strstr(r->out, "not the device the unit was started on"));
+        /* nothing about the unit changed: still in progress, no new burn */
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM units WHERE verdict = "
+                                         "'IN_PROGRESS' AND lock_started = 1"),
+                         1);
+        {
+                char fuses_after[32];
+
+                e2e_sql(&x, "SELECT count(*) FROM fuse_journal", fuses_after, sizeof(fuses_after));
+                assert_string_equal(fuses_before, fuses_after);
+        }
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM events WHERE kind = "
+                                         "'device.clone_alert'"),
+                         1);
+        e2e_check_invariants(&x);
+        /* the real unit comes back and is finished */
+        e2e_sim_stop(&x, 0);
+        x.n_dev = 0;
+        snprintf(x.uid[0], sizeof(x.uid[0]), "%s", clone_arg);
+        e2e_sim_restart(&x, 0, NULL);
+        x.n_dev = 1;
+        e2e_config(&x);
+        e2e_kiln_run(&x, PLUG, NULL, r);
+        assert_int_equal(r->n_unit, 1);
+        if (strcmp(r->unit[0].verdict, "PASS") != 0 || !r->unit[0].resumed)
+                fail_msg("expected the real unit to resume to PASS:\n%s\n%s", r->out, r->err);
+        e2e_check_invariants(&x);
+        e2e_teardown(&x);
+        free(r);
+}
+
 static void test_kill_before_lock_then_retry(void **state)
 {
         static const char *const sim[] = {"--slow-keygen", "1500", NULL};
@@ -298,6 +357,7 @@ int main(void)
                 cmocka_unit_test(test_power_cut_during_fuse),
                 cmocka_unit_test(test_kill_during_lock_then_resume),
                 cmocka_unit_test(test_kill_before_lock_then_retry),
+                cmocka_unit_test(test_resume_refuses_impostor),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
