@@ -9,6 +9,7 @@
 #include "kiln/transport.h"
 #include "kiln/util.h"
 #include "transport_internal.h"
+#include "transport_usb_internal.h"
 
 #define SCHEME_NAME_MAX 15u
 
@@ -99,7 +100,8 @@ uint64_t proto_transport_now_ms(const struct proto_transport *t)
 
 static struct proto_transport_scheme scheme_uart = {"uart", proto_uart_open, NULL};
 static struct proto_transport_scheme scheme_unix = {"unix", proto_unix_open, &scheme_uart};
-static struct proto_transport_scheme *registry = &scheme_unix;
+static struct proto_transport_scheme scheme_usb = {"usb", proto_usb_open, &scheme_unix};
+static struct proto_transport_scheme *registry = &scheme_usb;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int scheme_name_ok(const char *s, size_t n)

@@ -257,7 +257,25 @@ int station_port_parse(const char *spec, const char *base_dir, struct station_po
                         return 0;
                 }
         } else if (strncmp(spec, "usb:", 4) == 0) {
-                const char *s = spec + 4, *c1 = strchr(s, ':');
+                /* an optional ?reenum_ms=N (0..60000) goes to the transport as written */
+                char body[KILN_PORT_SPEC_MAX + 1];
+                const char *qm = strchr(spec + 4, '?');
+                size_t bl = qm ? (size_t)(qm - spec - 4) : strlen(spec + 4);
+                const char *s = body, *c1;
+
+                memcpy(body, spec + 4, bl);
+                body[bl] = '\0';
+                if (qm != NULL) {
+                        uint32_t ms;
+
+                        if (strncmp(qm + 1, "reenum_ms=", 10) != 0 ||
+                            kiln_parse_u32(qm + 11, 0, 60000, &ms) < 0) {
+                                snprintf(why, cap, "the only USB option is ?reenum_ms=N "
+                                                   "(0..60000)");
+                                return 0;
+                        }
+                }
+                c1 = strchr(s, ':');
 
                 if (c1 != NULL) {
                         const char *c2 = strchr(c1 + 1, ':');

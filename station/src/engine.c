@@ -259,6 +259,7 @@ static enum failcode fc_of(int r, enum failcode dflt)
         case KILN_E_PROTO_MALFORMED:
         case KILN_E_TIMEOUT:
         case KILN_E_IO:
+        case KILN_E_USB:
                 return FC_LINK;
         case KILN_E_PORT_OPEN:
         case KILN_E_PORT_BUSY:
@@ -273,6 +274,8 @@ static enum failcode fc_of(int r, enum failcode dflt)
                 return FC_DB;
         case KILN_E_DB_CONSTRAINT:
                 return FC_DUPLICATE;
+        case KILN_E_WRONG_DEVICE:
+                return FC_WRONG_DEVICE;
         default:
                 if (r <= KILN_E_HSM_MODULE && r > KILN_E_CERT_BUILD)
                         return FC_HSM;
@@ -380,6 +383,24 @@ static int do_connect(struct unit_ctx *u, const char *port)
 
 /* ------------------------------------------------------------------------------ 2 identify */
 
+/*
+ * The database holds this chip as a unit whose lock started and did not pass: left in progress by
+ * an interrupted station, or awaiting a quality disposition. Its own lock may have moved it out
+ * of the lifecycles the recipe admits (lifecycle_final), so the lifecycle check is not for it:
+ * admission decides (resume, or E-DISPOSITION).
+ */
+static int lock_started_unit(struct unit_ctx *u)
+{
+        struct db_unit *du = kiln_calloc(1, sizeof(*du));
+        int started = 0;
+
+        if (du != NULL && db_unit_by_uid(u->e->db, u->uid_hex, du) == KILN_OK)
+                started = du->lock_started && du->verdict != DB_VERDICT_PASS;
+        kiln_free(du);
+        kiln_err_reset(); /* not found is the common answer, and not a failure */
+        return started;
+}
+
 static int do_identify(struct unit_ctx *u)
 {
         const struct recipe *rc = u->rc;
@@ -400,7 +421,7 @@ static int do_identify(struct unit_ctx *u)
                 return step_fail(u, FC_WRONG_DEVICE, KILN_E_WRONG_DEVICE,
                                  "hardware revision %u is not one recipe '%s' accepts",
                                  u->info.hw_revision, rc->id);
-        if (!recipe_admits_lifecycle(rc, u->info.lifecycle))
+        if (!recipe_admits_lifecycle(rc, u->info.lifecycle) && !lock_started_unit(u))
                 return step_fail(u, FC_LIFECYCLE, KILN_E_LIFECYCLE,
                                  "device lifecycle is %s; recipe '%s' does not admit it",
                                  proto_lifecycle_name(u->info.lifecycle), rc->id);
@@ -1225,13 +1246,31 @@ static int journal_visit(void *ctx, const struct db_fuse_rec *rec)
         return KILN_OK;
 }
 
+/*
+ * The device rebooted (or re-enumerated) since our HELLO: HELLO again, and make sure it is still the
+ * same chip on the port — on a bus-position USB port or a swapped fixture it might not be.
+ */
+static int rehello(struct unit_ctx *u)
+{
+        struct proto_info info;
+        int r = proto_session_hello(u->s, NULL);
+
+        if (r == KILN_OK)
+                r = proto_session_get_info(u->s, &info);
+        if (r == KILN_OK && (info.chip_uid_len != u->info.chip_uid_len ||
+                             memcmp(info.chip_uid, u->info.chip_uid, info.chip_uid_len) != 0))
+                r = kiln_fail(KILN_E_WRONG_DEVICE,
+                              "after the device rebooted another chip answers on the port");
+        return r;
+}
+
 /* A fuse field as the device reads it now; re-HELLO once if the device rebooted meanwhile. */
 static int read_field(struct unit_ctx *u, const char *field, struct proto_fuse *ret)
 {
         int r = proto_session_fuse_read(u->s, field, ret);
 
         if (r == KILN_E_PROTO_SESSION) {
-                r = proto_session_hello(u->s, NULL);
+                r = rehello(u);
                 if (r == KILN_OK)
                         r = proto_session_fuse_read(u->s, field, ret);
         }
@@ -1277,7 +1316,7 @@ static int burn_field(struct unit_ctx *u, struct lock_entry *le)
                 r = proto_session_fuse_program(u->s, field, le->want, le->len, &rb);
                 if (r == KILN_E_PROTO_SESSION) {
                         /* the device rebooted around the program: find out what stuck */
-                        r = proto_session_hello(u->s, NULL);
+                        r = rehello(u);
                         if (r == KILN_OK)
                                 r = proto_session_fuse_read(u->s, field, &rb);
                 }
@@ -1308,7 +1347,7 @@ static int set_lifecycle(struct unit_ctx *u, struct lock_entry *le)
         if (r == KILN_E_PROTO_SESSION) {
                 struct proto_info info;
 
-                r = proto_session_hello(u->s, NULL);
+                r = rehello(u);
                 if (r == KILN_OK)
                         r = proto_session_get_info(u->s, &info);
                 if (r == KILN_OK)
@@ -1389,7 +1428,7 @@ static int verify_phase(struct unit_ctx *u, int phase)
                 return KILN_OK;
         r = proto_session_get_info(u->s, &info);
         if (r == KILN_E_PROTO_SESSION) {
-                r = proto_session_hello(u->s, NULL);
+                r = rehello(u);
                 if (r == KILN_OK)
                         r = proto_session_get_info(u->s, &info);
         }
@@ -1564,7 +1603,7 @@ static int do_finish(struct unit_ctx *u)
         step_begin(u, "finish");
         r = proto_session_get_info(u->s, &info);
         if (r == KILN_E_PROTO_SESSION) {
-                r = proto_session_hello(u->s, NULL);
+                r = rehello(u);
                 if (r == KILN_OK)
                         r = proto_session_get_info(u->s, &info);
         }

@@ -234,9 +234,10 @@ static int fake_usb_open(const char *spec, const char *rest, struct proto_transp
         return KILN_OK;
 }
 
-static struct proto_transport_scheme usb_scheme = {"usb", fake_usb_open, NULL};
-static struct proto_transport_scheme usb_again = {"usb", fake_usb_open, NULL};
-static struct proto_transport_scheme bad_scheme = {"USB!", fake_usb_open, NULL};
+static struct proto_transport_scheme fake_scheme = {"fake", fake_usb_open, NULL};
+static struct proto_transport_scheme fake_again = {"fake", fake_usb_open, NULL};
+static struct proto_transport_scheme builtin_again = {"usb", fake_usb_open, NULL};
+static struct proto_transport_scheme bad_scheme = {"FAKE!", fake_usb_open, NULL};
 
 static void test_schemes(void **state)
 {
@@ -245,12 +246,13 @@ static void test_schemes(void **state)
         char long_spec[KILN_PORT_SPEC_MAX + 2];
 
         (void)state;
-        /* before the USB module registers: a clear error naming the scheme and the known ones */
+        /* before a module registers its scheme: a clear error naming it and the known ones */
         kiln_err_reset();
-        assert_int_equal(proto_transport_open("usb:0403:6001", &t), KILN_E_PORT_SPEC);
-        assert_non_null(strstr(kiln_err_detail(), "unknown port scheme 'usb'"));
+        assert_int_equal(proto_transport_open("fake:0403:6001", &t), KILN_E_PORT_SPEC);
+        assert_non_null(strstr(kiln_err_detail(), "unknown port scheme 'fake'"));
         assert_non_null(strstr(kiln_err_detail(), "uart"));
         assert_non_null(strstr(kiln_err_detail(), "unix"));
+        assert_non_null(strstr(kiln_err_detail(), "usb"));
         assert_null(t);
         /* no scheme, empty, too long */
         kiln_err_reset();
@@ -264,21 +266,22 @@ static void test_schemes(void **state)
         long_spec[sizeof(long_spec) - 1] = '\0';
         assert_int_equal(proto_transport_open(long_spec, &t), KILN_E_PORT_SPEC);
 
-        /* the USB module plugs in; callers do not change */
-        assert_int_equal(proto_transport_scheme_register(&usb_scheme), KILN_OK);
-        assert_int_equal(proto_transport_scheme_register(&usb_again), KILN_E_EXISTS);
+        /* a module plugs in; callers do not change; built-in names are taken */
+        assert_int_equal(proto_transport_scheme_register(&fake_scheme), KILN_OK);
+        assert_int_equal(proto_transport_scheme_register(&fake_again), KILN_E_EXISTS);
+        assert_int_equal(proto_transport_scheme_register(&builtin_again), KILN_E_EXISTS);
         assert_int_equal(proto_transport_scheme_register(&bad_scheme), KILN_E_INVAL);
         assert_int_equal(proto_transport_scheme_register(NULL), KILN_E_INVAL);
         kiln_err_reset();
-        assert_int_equal(proto_transport_open("usb:0403:6001", &t), KILN_OK);
+        assert_int_equal(proto_transport_open("fake:0403:6001", &t), KILN_OK);
         assert_int_equal(fake_opened, 1);
-        assert_string_equal(proto_transport_name(t), "usb:0403:6001");
+        assert_string_equal(proto_transport_name(t), "fake:0403:6001");
         assert_int_equal(proto_transport_read(t, b, sizeof(b), 10), 4);
         assert_memory_equal(b, "BBBB", 4);
         assert_int_equal(proto_transport_write(t, b, 3, 10), KILN_OK);
         proto_transport_free(t);
         assert_int_equal(fake_opened, 0);
-        assert_int_equal(proto_transport_open("usb:1-2.3", &t), KILN_E_PORT_OPEN);
+        assert_int_equal(proto_transport_open("fake:1-2.3", &t), KILN_E_PORT_OPEN);
 }
 
 static void test_transport_new(void **state)

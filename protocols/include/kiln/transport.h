@@ -1,6 +1,6 @@
 /*
  * Transports: one ops table for every byte stream a station talks to a device over (UART, socket,
- * later USB, a test's in-memory pipe, a fuzz transport). Every call has a finite timeout.
+ * USB, a test's in-memory pipe, a fuzz transport). Every call has a finite timeout.
  *
  * Port specifications (proto_transport_open):
  *
@@ -8,6 +8,8 @@
  *                                           path without a scheme is a UART)
  *     uart:/dev/ttyUSB0?baud=921600&parity=even&flow=rtscts&data=8&stop=1
  *     unix:/run/kiln/dut0.sock              local stream socket (unix:@name: abstract namespace)
+ *     usb:1209:4b4e[:SERIAL][?reenum_ms=N]  USB vendor-class bulk pair through libusb (docs/usb.md)
+ *     usb:1-2.1[?reenum_ms=N]               the same, chosen by bus and hub port path
  *
  * A UART is opened exclusively (a second opener gets KILN_E_PORT_BUSY), in raw mode, and configured
  * as asked. Serial ports go through libserialport; pseudo-terminals (the simulator's, or any tty
@@ -16,8 +18,7 @@
  * adapter eat 0x11/0x13, which COBS frames contain: use it only with adapters that handle it
  * transparently.
  *
- * Other schemes (usb:VID:PID[:SERIAL], usb:BUS-PORT.PATH) plug in with
- * proto_transport_scheme_register() without touching callers. A missing, busy or wrong port gives
+ * More schemes plug in with proto_transport_scheme_register() without touching callers. A missing, busy or wrong port gives
  * one line of detail naming the port: "cannot open port '/dev/ttyUSB9': No such file or directory".
  */
 #ifndef KILN_TRANSPORT_H
@@ -74,7 +75,7 @@ uint64_t proto_transport_now_ms(const struct proto_transport *t);
  * Scheme registry. open gets the whole specification (for messages) and the part after "scheme:".
  * The caller keeps *scheme alive (static storage) for the life of the process; the registry links
  * it. Scheme names are 1..15 bytes of [a-z0-9]; registering a taken name gives KILN_E_EXISTS. Built
- * in: "uart", "unix". Thread-safe.
+ * in: "uart", "unix", "usb". Thread-safe.
  */
 typedef int (*proto_transport_open_fn)(const char *spec, const char *rest,
                                        struct proto_transport **ret);
