@@ -956,6 +956,19 @@ static int tx_commit_unit(struct sq *s, struct db_unit *u)
         return r;
 }
 
+/* The end of every transaction that changes a unit: its audit event (the details built in w, plus
+ * the record digest), then the commit. */
+static int unit_tx_commit(struct sq *s, struct db_unit *u, const char *kind, struct json_w *w)
+{
+        int r = json_error(w);
+
+        if (r == KILN_OK)
+                r = unit_event(s, u->id, kind, kiln_buf_cstr(w->b));
+        if (r == KILN_OK)
+                r = tx_commit_unit(s, u);
+        return r;
+}
+
 static int snapshot_store(struct sq *s, int64_t unit_id, const char *phase,
                           const char *const *snap, unsigned n)
 {
@@ -1294,11 +1307,7 @@ static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struc
                 json_obj_end(&w);
         }
         json_arr_end(&w);
-        r = json_error(&w);
-        if (r == KILN_OK)
-                r = unit_event(s, u->id, "unit.identity", kiln_buf_cstr(&details));
-        if (r == KILN_OK)
-                r = tx_commit_unit(s, u);
+        r = unit_tx_commit(s, u, "unit.identity", &w);
 out:
         tx_rollback(s);
         pthread_mutex_unlock(&s->lock);
@@ -1364,11 +1373,7 @@ static int sq_unit_record_verified(struct db *db, struct db_unit *u,
                 json_obj_end(&w);
         }
         json_arr_end(&w);
-        r = json_error(&w);
-        if (r == KILN_OK)
-                r = unit_event(s, u->id, "unit.verified", kiln_buf_cstr(&details));
-        if (r == KILN_OK)
-                r = tx_commit_unit(s, u);
+        r = unit_tx_commit(s, u, "unit.verified", &w);
 out:
         tx_rollback(s);
         pthread_mutex_unlock(&s->lock);
@@ -1460,11 +1465,7 @@ static int sq_fuse_journal(struct db *db, struct db_unit *u, const struct db_fus
                 json_obj_end(&w);
         }
         json_arr_end(&w);
-        r = json_error(&w);
-        if (r == KILN_OK)
-                r = unit_event(s, u->id, "unit.fuses", kiln_buf_cstr(&details));
-        if (r == KILN_OK)
-                r = tx_commit_unit(s, u);
+        r = unit_tx_commit(s, u, "unit.fuses", &w);
         if (r == KILN_OK && n_intents > 0)
                 u->lock_started = 1;
 out:
@@ -1571,11 +1572,7 @@ static int sq_unit_finish(struct db *db, struct db_unit *u, const struct db_fini
         json_kv_str(&w, "verdict", db_verdict_name(f->verdict));
         json_kv_str(&w, "fail_code", f->fail_code);
         json_kv_str(&w, "quota", quota_state);
-        r = json_error(&w);
-        if (r == KILN_OK)
-                r = unit_event(s, u->id, "unit.finish", kiln_buf_cstr(&details));
-        if (r == KILN_OK)
-                r = tx_commit_unit(s, u);
+        r = unit_tx_commit(s, u, "unit.finish", &w);
         if (r == KILN_OK)
                 u->verdict = f->verdict;
 out:

@@ -2894,34 +2894,12 @@ int recipe_load_file(const char *path, unsigned flags, struct yaml_doc_diags *di
                      struct recipe **ret)
 {
         char dir[KILN_PATH_MAX];
-        const char *slash;
         uint8_t *data = NULL;
         size_t len = 0;
-        struct stat st;
         int r;
 
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-            (uint64_t)st.st_size > KILN_RECIPE_FILE_MAX) {
-                r = yaml_doc_diag_add(diags, 1, 1, "file is %llu bytes, over the limit of %u bytes",
-                                      (unsigned long long)st.st_size,
-                                      (unsigned)KILN_RECIPE_FILE_MAX);
-                return r < 0 ? r : KILN_E_RECIPE_TOO_LARGE;
-        }
-        slash = strrchr(path, '/');
-        if (slash == NULL)
-                r = kiln_strlcpy(dir, ".", sizeof(dir));
-        else if (slash == path)
-                r = kiln_strlcpy(dir, "/", sizeof(dir));
-        else
-                r = kiln_snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-        if (r < 0)
-                return kiln_fail(KILN_E_RANGE, "path too long: '%s'", path);
-        r = kiln_file_read(path, KILN_RECIPE_FILE_MAX, &data, &len);
-        if (r == KILN_E_LIMIT) {
-                r = yaml_doc_diag_add(diags, 1, 1, "file is over the limit of %u bytes",
-                                      (unsigned)KILN_RECIPE_FILE_MAX);
-                return r < 0 ? r : KILN_E_RECIPE_TOO_LARGE;
-        }
+        r = yaml_doc_read_file(path, KILN_RECIPE_FILE_MAX, KILN_E_RECIPE_TOO_LARGE, diags, &data, &len,
+                               dir, sizeof(dir));
         if (r < 0)
                 return r;
         r = recipe_load_mem(path, dir, data, len, flags, diags, ret);

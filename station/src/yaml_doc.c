@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "kiln/util.h"
@@ -231,6 +232,38 @@ char *yaml_doc_strndup(struct yaml_doc *doc, const char *s, size_t n)
         memcpy(p, s, n);
         p[n] = '\0';
         return p;
+}
+
+int yaml_doc_read_file(const char *path, size_t max, int too_large_code,
+                       struct yaml_doc_diags *diags, uint8_t **ret_data, size_t *ret_len,
+                       char *ret_dir, size_t dir_cap)
+{
+        const char *slash;
+        struct stat st;
+        int r;
+
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > max) {
+                r = yaml_doc_diag_add(diags, 1, 1, "file is %llu bytes, over the limit of %zu bytes",
+                                      (unsigned long long)st.st_size, max);
+                return r < 0 ? r : too_large_code;
+        }
+        slash = strrchr(path, '/');
+        if (slash == NULL)
+                r = kiln_strlcpy(ret_dir, ".", dir_cap);
+        else if (slash == path)
+                r = kiln_strlcpy(ret_dir, "/", dir_cap);
+        else
+                r = kiln_snprintf(ret_dir, dir_cap, "%.*s", (int)(slash - path), path);
+        if (r < 0)
+                return kiln_fail(KILN_E_RANGE, "path too long: '%s'", path);
+        r = kiln_file_read(path, max, ret_data, ret_len);
+        if (r == KILN_E_LIMIT) {
+                /* it grew past the limit between the stat and the read */
+                kiln_err_reset();
+                r = yaml_doc_diag_add(diags, 1, 1, "file is over the limit of %zu bytes", max);
+                return r < 0 ? r : too_large_code;
+        }
+        return r;
 }
 
 void yaml_doc_free(struct yaml_doc *doc)

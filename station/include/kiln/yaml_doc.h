@@ -122,6 +122,15 @@ int yaml_doc_load(const uint8_t *data, size_t len, size_t max_len, struct yaml_d
 void yaml_doc_free(struct yaml_doc *doc); /* NULL-safe */
 
 /*
+ * Read a YAML file of at most max bytes for a loader: *ret_data (kiln_free) and the directory that
+ * relative paths in it resolve against (ret_dir). A file over the limit is reported in diags at 1:1
+ * and returns too_large_code; other read errors return their code with kiln_fail detail.
+ */
+int yaml_doc_read_file(const char *path, size_t max, int too_large_code,
+                       struct yaml_doc_diags *diags, uint8_t **ret_data, size_t *ret_len,
+                       char *ret_dir, size_t dir_cap);
+
+/*
  * Memory that lives as long as the document (its arena): zeroed, aligned for any type. Lets a
  * parser built on the tree keep its strings and tables next to the nodes and free all at once.
  * NULL when out of memory or n is over KILN_RECIPE_FILE_MAX * 8.
