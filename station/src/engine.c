@@ -1098,11 +1098,13 @@ static int do_attest(struct unit_ctx *u, const struct obj_recs *o)
 }
 
 /*
- * A resumed unit (the station died mid-lock): before any fuse is touched again, the device in the
- * slot must prove it holds the keys whose certificates the database recorded for this unit. A clone
- * presenting the genuine chip's UID cannot, and does not get the genuine unit's lock finished.
+ * A unit seen before: before anything is done to it again, the device in the slot must prove it
+ * holds the keys whose certificates the database recorded for this unit. A clone presenting the
+ * genuine chip's UID cannot: it gets neither the genuine unit's lock finished (resume) nor its
+ * serial and MACs (retry). `required`: a resumed unit always has certificates; a retried one has
+ * them only if its earlier attempt got that far, else there is nothing to prove and it goes on.
  */
-static int do_reattest(struct unit_ctx *u)
+static int do_reattest(struct unit_ctx *u, int required)
 {
         struct db_export_rec *rec = kiln_malloc(sizeof(*rec));
         unsigned attested = 0;
@@ -1156,7 +1158,7 @@ static int do_reattest(struct unit_ctx *u)
                 }
                 attested++;
         }
-        if (attested == 0) {
+        if (attested == 0 && required) {
                 r = step_fail(u, FC_ATTEST, KILN_E_MISMATCH,
                               "the unit has no recorded certificate to prove the device with");
                 goto out;
@@ -1718,6 +1720,8 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
         if (r == KILN_OK)
                 r = do_admit(u);
         if (r == KILN_OK && u->kind != DB_ADMIT_RESUME) {
+                if (u->kind == DB_ADMIT_RETRY)
+                        r = do_reattest(u, 0);
                 if (r == KILN_OK)
                         r = do_keys(u);
                 if (r == KILN_OK)
@@ -1738,7 +1742,7 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
                         r = step_fail(u, FC_CANCELLED, KILN_E_CANCELLED, "run stopped");
         }
         if (r == KILN_OK && u->kind == DB_ADMIT_RESUME)
-                r = do_reattest(u);
+                r = do_reattest(u, 1);
         /* once started, the lock runs to its end: a stop request waits for it */
         if (r == KILN_OK)
                 r = do_lock(u);
@@ -1747,7 +1751,7 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
 
         if (r == KILN_OK) {
                 ret->verdict = DB_VERDICT_PASS;
-        } else if (u->impostor) {
+        } else if (u->impostor && u->kind == DB_ADMIT_RESUME) {
                 /* the unit waits for its real device; the attempt is on record */
                 char body[512];
 

@@ -317,6 +317,38 @@ static void test_resume_refuses_impostor(void **state)
         free(r);
 }
 
+/* A unit failed after its certificates were recorded; a clone of its chip UID comes for the retry:
+ * it cannot prove the unit's keys, so it gets E-CLONE and no new keys, certificates or serial. */
+static void test_retry_refuses_impostor(void **state)
+{
+        static const char *const dies[] = {"--disconnect-after", "20", NULL};
+        struct e2e x;
+        struct e2e_run *r;
+        char clone_arg[65];
+        const char *impostor[] = {"--clone-uid", clone_arg, NULL};
+
+        (void)state;
+        e2e_setup(&x, "retryclone");
+        r = run_one(&x, dies);
+        expect(r, "FAIL", "E-DISCONNECT");
+        if (e2e_sql_int(&x, "SELECT count(*) FROM certificates") != 1)
+                fail_msg("the first attempt must get as far as recording its certificate");
+        snprintf(clone_arg, sizeof(clone_arg), "%s", x.uid[0]);
+        e2e_sim_stop(&x, 0);
+        x.n_dev = 0;
+        free(r);
+        r = run_one(&x, impostor);
+        expect(r, "FAIL", "E-CLONE");
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM certificates"), 1);
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM keys"), 1);
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM units WHERE verdict = 'FAIL' AND "
+                                         "fail_code = 'E-CLONE'"),
+                         1);
+        e2e_check_invariants(&x);
+        e2e_teardown(&x);
+        free(r);
+}
+
 static void test_kill_before_lock_then_retry(void **state)
 {
         static const char *const sim[] = {"--slow-keygen", "1500", NULL};
@@ -358,6 +390,7 @@ int main(void)
                 cmocka_unit_test(test_kill_during_lock_then_resume),
                 cmocka_unit_test(test_kill_before_lock_then_retry),
                 cmocka_unit_test(test_resume_refuses_impostor),
+                cmocka_unit_test(test_retry_refuses_impostor),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
