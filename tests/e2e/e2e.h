@@ -75,6 +75,10 @@ const struct e2e_unit *e2e_unit_by_slot(const struct e2e_run *r, const char *slo
  * current certificate with `openssl verify -x509_strict` against its recorded chain. */
 void e2e_check_invariants(struct e2e *x);
 
+/* `openssl verify -x509_strict` of every current certificate in the database at db_path against its
+ * recorded chain; scratch files go to workdir. Fails the test on any that does not verify. */
+void e2e_verify_db_certs(const char *db_path, const char *workdir);
+
 /* One value from the database (first column of the first row), "" when no row. */
 void e2e_sql(struct e2e *x, const char *sql, char *out, size_t cap);
 long e2e_sql_int(struct e2e *x, const char *sql);

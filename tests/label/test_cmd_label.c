@@ -25,6 +25,7 @@
 #include "kiln/recipe.h"
 #include "kiln/util.h"
 #include "kiln/yaml_doc.h"
+#include "e2e.h"
 #include "label_test.h"
 
 #define GTIN "09506000134352"
@@ -108,6 +109,8 @@ static void demo(struct demo_db *d, const char *name, const char *recipe, const 
                 fail_msg("kiln demo failed (%d):\n%s\n%s", st, out_buf, err_buf);
         load_units(d);
         assert_int_equal(d->n_units, (unsigned)strtoul(units, NULL, 10));
+        /* every certificate a test issues is checked against its chain */
+        e2e_verify_db_certs(d->db, d->dir);
 }
 
 /* kiln label --db DB ARGS... ; stdout and stderr in out_buf / err_buf. */
