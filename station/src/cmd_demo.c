@@ -361,6 +361,24 @@ int station_cmd_demo(int argc, char **argv)
                 r = kiln_mkdirs(labels_dir, 0755);
         if (r < 0)
                 goto out;
+        /* from here on every path is absolute: the simulators and the station agree on them */
+        {
+                char abs[KILN_PATH_MAX];
+
+                if (realpath(d.dir, abs) == NULL) {
+                        r = kiln_fail(KILN_E_IO, "cannot resolve '%s': %s", d.dir, strerror(errno));
+                        goto out;
+                }
+                kiln_strlcpy(d.dir, abs, sizeof(d.dir));
+                if (kiln_snprintf(hsm_dir, sizeof(hsm_dir), "%s/hsm", d.dir) < 0 ||
+                    kiln_snprintf(d.devices, sizeof(d.devices), "%s/devices", d.dir) < 0 ||
+                    kiln_snprintf(slots_dir, sizeof(slots_dir), "%s/slots", d.dir) < 0 ||
+                    kiln_snprintf(cfg_path, sizeof(cfg_path), "%s/station.yaml", d.dir) < 0 ||
+                    kiln_snprintf(labels_dir, sizeof(labels_dir), "%s/labels", d.dir) < 0) {
+                        r = kiln_fail(KILN_E_RANGE, "--dir path too long");
+                        goto out;
+                }
+        }
         r = simfix_find_sim(d.sim, sizeof(d.sim));
         if (r < 0)
                 goto out;

@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <yaml.h>
@@ -256,6 +258,14 @@ int yaml_doc_read_file(const char *path, size_t max, int too_large_code,
                 r = kiln_snprintf(ret_dir, dir_cap, "%.*s", (int)(slash - path), path);
         if (r < 0)
                 return kiln_fail(KILN_E_RANGE, "path too long: '%s'", path);
+        /* relative paths in the file resolve against an absolute directory, so what they name
+         * does not depend on where a later open happens (a socket path must be absolute) */
+        {
+                char abs[PATH_MAX];
+
+                if (realpath(ret_dir, abs) != NULL && kiln_strlcpy(ret_dir, abs, dir_cap) < 0)
+                        return kiln_fail(KILN_E_RANGE, "path too long: '%s'", abs);
+        }
         r = kiln_file_read(path, max, ret_data, ret_len);
         if (r == KILN_E_LIMIT) {
                 /* it grew past the limit between the stat and the read */
