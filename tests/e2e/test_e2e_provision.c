@@ -1,5 +1,6 @@
 /* Provisioning end to end with both example recipes, several slots, export and the demo. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,6 +121,63 @@ static void test_demo_twice(void **state)
 }
 
 /*
+ * The README's promise: kill -9 the demo in the middle of a run, run it again on the same
+ * directory, and it first finishes or dispositions what was left, then provisions new units.
+ */
+static void test_demo_killed_then_rerun(void **state)
+{
+        struct e2e x;
+        char dir[1100], buf[65536] = "";
+        char *out = calloc(1, 1 << 16), *err = calloc(1, 1 << 16);
+        const char *again[] = {"demo", "--units", "2", "--dir", dir, "--slots", "4", NULL};
+        size_t n = 0;
+        int po[2], pid, seen = 0;
+
+        (void)state;
+        e2e_setup(&x, "demokill");
+        snprintf(dir, sizeof(dir), "%.1000s/demo", x.dir);
+        snprintf(x.db, sizeof(x.db), "%.1000s/kiln.db", dir);
+        assert_int_equal(pipe(po), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                const char *argv[] = {x.kiln, "demo",    "--units", "200", "--dir",
+                                      dir,    "--slots", "4",       "--json", NULL};
+
+                dup2(po[1], 1);
+                close(po[0]);
+                execv(argv[0], (char *const *)(uintptr_t)argv);
+                _exit(127);
+        }
+        close(po[1]);
+        /* kill it while the four slots are busy: after the third unit */
+        while (seen < 3) {
+                ssize_t k = read(po[0], buf + n, sizeof(buf) - 1 - n);
+                const char *p = buf;
+
+                if (k <= 0)
+                        fail_msg("the demo ended early:\n%s", buf);
+                n += (size_t)k;
+                buf[n] = '\0';
+                for (seen = 0; (p = strstr(p, "\"event\":\"unit\"")) != NULL; p++)
+                        seen++;
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        close(po[0]);
+        e2e_check_invariants(&x);
+        if (e2e_kiln(&x, again, out, 1 << 16, err, 1 << 16) != 0)
+                fail_msg("demo after kill -9 failed\n%s\n%s", out, err);
+        /* nothing is left in progress: the leftovers were resumed or retried to PASS */
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM units WHERE verdict <> 'PASS'"), 0);
+        assert_true(e2e_sql_int(&x, "SELECT count(*) FROM units") >= 5);
+        e2e_check_invariants(&x);
+        e2e_teardown(&x);
+        free(out);
+        free(err);
+}
+
+/*
  * Continuous mode (no --once): a slot provisions its unit, waits for the operator to swap it, and
  * provisions the next one on the same port; a second slot with nothing in it must not hold the
  * run up. The port is a stable symlink, as /dev/serial/by-id gives on a line.
@@ -211,6 +269,7 @@ int main(void)
                 cmocka_unit_test(test_smartplug_two_slots),
                 cmocka_unit_test(test_gateway),
                 cmocka_unit_test(test_demo_twice),
+                cmocka_unit_test(test_demo_killed_then_rerun),
                 cmocka_unit_test(test_continuous_swap),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
