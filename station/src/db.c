@@ -76,15 +76,10 @@ int db_unit_record_identity(struct db *db, struct db_unit *u, const struct db_ke
 }
 
 int db_unit_record_verified(struct db *db, struct db_unit *u, const struct db_object_rec *objs,
-                            unsigned n_objs, const struct db_attest_rec *att, unsigned n_att)
+                            unsigned n_objs, const struct db_attest_rec *att, unsigned n_att,
+                            struct db_fuse_rec *intents, unsigned n_intents)
 {
-        return db->ops->unit_record_verified(db, u, objs, n_objs, att, n_att);
-}
-
-int db_fuse_journal(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
-                    unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents)
-{
-        return db->ops->fuse_journal(db, u, results, n_results, intents, n_intents);
+        return db->ops->unit_record_verified(db, u, objs, n_objs, att, n_att, intents, n_intents);
 }
 
 int db_fuse_list(struct db *db, int64_t unit_id, db_fuse_visit_fn fn, void *ctx)
@@ -230,6 +225,12 @@ int db_export_each(struct db *db, const struct db_export_filter *flt, db_export_
                    void *ctx)
 {
         return db->ops->export_each(db, flt, fn, ctx);
+}
+
+int db_export_records(struct db *db, const struct db_export_filter *flt, db_export_rec_fn fn,
+                      void *ctx)
+{
+        return db->ops->export_records(db, flt, fn, ctx);
 }
 
 void db_unit_step(struct db_unit *u, const char *name, int64_t started_ms, uint64_t duration_us,

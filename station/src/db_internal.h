@@ -23,9 +23,8 @@ struct db_ops {
                                     unsigned n_creds);
         int (*unit_record_verified)(struct db *db, struct db_unit *u,
                                     const struct db_object_rec *objs, unsigned n_objs,
-                                    const struct db_attest_rec *att, unsigned n_att);
-        int (*fuse_journal)(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
-                            unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents);
+                                    const struct db_attest_rec *att, unsigned n_att,
+                                    struct db_fuse_rec *intents, unsigned n_intents);
         int (*fuse_list)(struct db *db, int64_t unit_id, db_fuse_visit_fn fn, void *ctx);
         int (*unit_finish)(struct db *db, struct db_unit *u, const struct db_finish *f);
         int (*unit_flush_steps)(struct db *db, struct db_unit *u);
@@ -54,6 +53,8 @@ struct db_ops {
         int (*unit_last_event)(struct db *db, int64_t unit_id, struct db_event *ret);
         int (*export_each)(struct db *db, const struct db_export_filter *flt,
                            db_export_visit_fn fn, void *ctx);
+        int (*export_records)(struct db *db, const struct db_export_filter *flt,
+                              db_export_rec_fn fn, void *ctx);
 };
 
 struct db {

@@ -143,6 +143,31 @@ static const char *const migrations[] = {
         "  old_quota INTEGER NOT NULL, new_quota INTEGER NOT NULL,"
         "  statement_sha256 TEXT NOT NULL UNIQUE, statement TEXT NOT NULL,"
         "  signature BLOB NOT NULL, applied_at TEXT NOT NULL) STRICT;",
+        /*
+         * 3: each distinct issuer chain stored once, keyed by its SHA-256 (kiln_sha256(), hex, is
+         * registered by sq_migrate), and certificates referring to it: every unit of a station
+         * carries the same chain, which was two thirds of each certificate row. The table is built
+         * anew (same columns, chain_pem replaced by chain_id), so its rows are packed; the old
+         * rows' pages become free pages that new rows reuse (VACUUM returns them to the disk).
+         */
+        "CREATE TABLE chains ("
+        "  id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, pem TEXT NOT NULL) STRICT;"
+        "INSERT OR IGNORE INTO chains (sha256, pem)"
+        "  SELECT kiln_sha256(chain_pem), chain_pem FROM certificates ORDER BY id;"
+        "CREATE TABLE certificates_v3 ("
+        "  id INTEGER PRIMARY KEY, unit_id INTEGER NOT NULL REFERENCES units(id),"
+        "  attempt INTEGER NOT NULL, key_name TEXT NOT NULL,"
+        "  cert_serial TEXT NOT NULL UNIQUE, der BLOB NOT NULL, sha256 TEXT NOT NULL,"
+        "  not_after TEXT NOT NULL, chain_id INTEGER NOT NULL REFERENCES chains(id),"
+        "  current INTEGER NOT NULL DEFAULT 1) STRICT;"
+        "INSERT INTO certificates_v3 (id, unit_id, attempt, key_name, cert_serial, der, sha256,"
+        "  not_after, chain_id, current)"
+        "  SELECT c.id, c.unit_id, c.attempt, c.key_name, c.cert_serial, c.der, c.sha256,"
+        "  c.not_after, ch.id, c.current FROM certificates c"
+        "  JOIN chains ch ON ch.sha256 = kiln_sha256(c.chain_pem) ORDER BY c.id;"
+        "DROP TABLE certificates;"
+        "ALTER TABLE certificates_v3 RENAME TO certificates;"
+        "CREATE INDEX certificates_unit ON certificates(unit_id);",
 };
 
 #define MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -186,6 +211,14 @@ enum stmt_id {
         S_EXP_CERTS,
         S_EXP_FUSES,
         S_EXPORT_IDS,
+        S_CHAIN_INSERT,
+        S_EXP_UNITS,
+        S_EXP_MACS_FROM,
+        S_EXP_KEYS_FROM,
+        S_EXP_CERTS_FROM,
+        S_EXP_FUSES_FROM,
+        S_EXP_CHAIN,
+        S_EXP_RECIPE,
         S_LOOKUP,
         S_RECIPE_GET,
         S_LABEL_INSERT,
@@ -205,6 +238,19 @@ enum stmt_id {
         S_WO_SET_QUOTA,
         S_MAX
 };
+
+/* The export record's unit columns, in the order exp_unit_read reads them; recipe_id is the
+ * recipe's (a column of a join) or NULL (the export stream looks it up itself). */
+#define EXP_UNIT_COLS(recipe_id)                                                                   \
+        "u.serial, u.chip_uid, u.verdict, u.fail_code, u.fail_reason, u.work_order, u.lot, "       \
+        "u.station_id, u.slot, u.operator, " recipe_id ", u.recipe_sha256, u.product_id, "         \
+        "u.hw_revision, u.fw_version, u.fw_sha256, u.started_at, u.finished_at, u.attempts, "      \
+        "u.dev_mode, u.debug_closed, u.secure_boot, u.lifecycle, u.label_qr"
+/* struct db_export_filter, bound as ?1 work order, ?2 lot, ?3 since, ?4 until, ?5 verdict */
+#define EXP_FILTER                                                                                 \
+        "(?1 IS NULL OR u.work_order = ?1) AND (?2 IS NULL OR u.lot = ?2) "                        \
+        "AND (?3 IS NULL OR u.started_at >= ?3) AND (?4 IS NULL OR u.started_at < ?4) "            \
+        "AND (?5 IS NULL OR u.verdict = ?5)"
 
 static const char *const stmt_sql[S_MAX] = {
         [S_WO_GET] = "SELECT id, lot, recipe_sha256, quota, reserved, consumed FROM work_orders "
@@ -248,7 +294,8 @@ static const char *const stmt_sql[S_MAX] = {
                          "pubkey_sha256, pubkey, pop_ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [S_CERTS_SUPERSEDE] = "UPDATE certificates SET current = 0 WHERE unit_id = ?1",
         [S_CERT_INSERT] = "INSERT INTO certificates (unit_id, attempt, key_name, cert_serial, der, "
-                          "sha256, not_after, chain_pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                          "sha256, not_after, chain_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                          "(SELECT id FROM chains WHERE sha256 = ?8))",
         [S_CREDS_SUPERSEDE] = "UPDATE credentials SET current = 0 WHERE unit_id = ?1",
         [S_CRED_INSERT] = "INSERT INTO credentials (unit_id, attempt, name, kind, method, "
                           "commitment, salt, object) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -267,20 +314,33 @@ static const char *const stmt_sql[S_MAX] = {
         [S_EVENT_LAST] = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
         [S_EVENT_INSERT] = "INSERT INTO events (seq, at, unit_id, kind, body, prev_hash, hash) "
                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        [S_EXP_UNIT] =
-                "SELECT u.serial, u.chip_uid, u.verdict, u.fail_code, u.fail_reason, "
-                "u.work_order, u.lot, u.station_id, u.slot, u.operator, r.recipe_id, "
-                "u.recipe_sha256, u.product_id, u.hw_revision, u.fw_version, u.fw_sha256, "
-                "u.started_at, u.finished_at, u.attempts, u.dev_mode, u.debug_closed, "
-                "u.secure_boot, u.lifecycle, u.label_qr "
-                "FROM units u LEFT JOIN recipes r ON r.sha256 = u.recipe_sha256 WHERE u.id = ?1",
+        [S_EXP_UNIT] = "SELECT " EXP_UNIT_COLS("r.recipe_id") " FROM units u LEFT JOIN recipes r "
+                       "ON r.sha256 = u.recipe_sha256 WHERE u.id = ?1",
         [S_EXP_CERTS] = "SELECT c.key_name, k.slot, c.cert_serial, k.pubkey_sha256, c.der, "
-                        "c.chain_pem, c.not_after FROM certificates c JOIN keys k "
+                        "ch.pem, c.not_after FROM certificates c JOIN keys k "
                         "ON k.unit_id = c.unit_id AND k.name = c.key_name AND k.current = 1 "
+                        "LEFT JOIN chains ch ON ch.id = c.chain_id "
                         "WHERE c.unit_id = ?1 AND c.current = 1 ORDER BY k.slot, c.key_name",
         /* the lifecycle change is journaled like a burn but is not a fuse field */
         [S_EXP_FUSES] = "SELECT field, readback FROM fuse_journal WHERE unit_id = ?1 "
                         "AND state = 'done' AND phase <> 'lifecycle' ORDER BY id",
+        /* the export stream: the units, then each side table from a unit id on, in unit order */
+        [S_EXP_UNITS] = "SELECT " EXP_UNIT_COLS("NULL") ", u.id FROM units u WHERE " EXP_FILTER
+                        " ORDER BY u.id",
+        [S_EXP_RECIPE] = "SELECT recipe_id FROM recipes WHERE sha256 = ?1",
+        [S_EXP_MACS_FROM] = "SELECT unit_id, mac FROM macs WHERE unit_id >= ?1 "
+                            "ORDER BY unit_id, idx",
+        [S_EXP_KEYS_FROM] = "SELECT unit_id, name, slot, pubkey_sha256 FROM keys "
+                            "WHERE unit_id >= ?1 AND current = 1 ORDER BY unit_id",
+        [S_EXP_CERTS_FROM] = "SELECT unit_id, key_name, cert_serial, der, not_after, chain_id "
+                             "FROM certificates WHERE unit_id >= ?1 AND current = 1 "
+                             "ORDER BY unit_id",
+        [S_EXP_FUSES_FROM] = "SELECT unit_id, field, readback FROM fuse_journal "
+                             "WHERE unit_id >= ?1 AND state = 'done' AND phase <> 'lifecycle' "
+                             "ORDER BY unit_id, id",
+        [S_EXP_CHAIN] = "SELECT pem FROM chains WHERE id = ?1",
+        [S_CHAIN_INSERT] = "INSERT INTO chains (sha256, pem) VALUES (?1, ?2) "
+                           "ON CONFLICT (sha256) DO NOTHING",
         /* every identifier a quality engineer may hold; DISTINCT folds a unit found twice */
         [S_LOOKUP] = "SELECT DISTINCT id FROM ("
                      " SELECT id FROM units WHERE serial = ?1 OR chip_uid = lower(?1)"
@@ -322,10 +382,7 @@ static const char *const stmt_sql[S_MAX] = {
                                 "new_quota, statement_sha256, statement, signature, applied_at) "
                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         [S_WO_SET_QUOTA] = "UPDATE work_orders SET quota = ?2 WHERE id = ?1",
-        [S_EXPORT_IDS] = "SELECT id FROM units WHERE (?1 IS NULL OR work_order = ?1) "
-                         "AND (?2 IS NULL OR lot = ?2) AND (?3 IS NULL OR started_at >= ?3) "
-                         "AND (?4 IS NULL OR started_at < ?4) AND (?5 IS NULL OR verdict = ?5) "
-                         "ORDER BY id",
+        [S_EXPORT_IDS] = "SELECT u.id FROM units u WHERE " EXP_FILTER " ORDER BY u.id",
 };
 
 struct sq {
@@ -541,11 +598,32 @@ out:
 
 /* ---- open / migrate ---- */
 
+/* kiln_sha256(x): hex SHA-256 of a text or blob, NULL for NULL. Migrations use it. */
+static void sql_sha256(sqlite3_context *cx, int argc, sqlite3_value **argv)
+{
+        const void *p;
+        char hex[65];
+
+        (void)argc;
+        if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+                sqlite3_result_null(cx);
+                return;
+        }
+        p = sqlite3_value_blob(argv[0]);
+        sha256_hex(p != NULL ? p : "", (size_t)sqlite3_value_bytes(argv[0]), hex);
+        sqlite3_result_text(cx, hex, 64, SQLITE_TRANSIENT);
+}
+
 static int sq_migrate(struct sq *s)
 {
         sqlite3_stmt *st = NULL;
         int version = 0, rc, r;
 
+        rc = sqlite3_create_function_v2(s->h, "kiln_sha256", 1,
+                                        SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY,
+                                        NULL, sql_sha256, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return sq_fail(s, rc, "register kiln_sha256");
         rc = sqlite3_prepare_v2(s->h, "PRAGMA user_version", -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return sq_fail(s, rc, "read schema version");
@@ -1259,8 +1337,21 @@ static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struc
         json_key(&w, "certificates");
         json_arr_begin(&w);
         for (unsigned i = 0; i < n_certs; i++) {
-                char fp[65];
+                char fp[65], chain[65];
 
+                /* the chain once per database, the certificate refers to it by its hash */
+                if (certs[i].chain_pem == NULL) {
+                        r = kiln_fail(KILN_E_INVAL, "certificate %s without its chain",
+                                      certs[i].serial_hex);
+                        goto out;
+                }
+                sha256_hex(certs[i].chain_pem, strlen(certs[i].chain_pem), chain);
+                st = st_get(s, S_CHAIN_INSERT);
+                bind_text(st, 1, chain);
+                bind_text(st, 2, certs[i].chain_pem);
+                r = st_done(s, st, "record certificate chain");
+                if (r < 0)
+                        goto out;
                 sha256_hex(certs[i].der, certs[i].der_len, fp);
                 st = st_get(s, S_CERT_INSERT);
                 bind_int(st, 1, u->id);
@@ -1270,7 +1361,7 @@ static int sq_unit_record_identity(struct db *db, struct db_unit *u, const struc
                 sqlite3_bind_blob(st, 5, certs[i].der, (int)certs[i].der_len, SQLITE_TRANSIENT);
                 bind_text(st, 6, fp);
                 bind_text(st, 7, certs[i].not_after);
-                bind_text(st, 8, certs[i].chain_pem);
+                bind_text(st, 8, chain);
                 r = st_done(s, st, "record certificate");
                 if (r == KILN_E_DB_CONSTRAINT)
                         r = kiln_fail_append(r, "certificate serial %s already belongs to "
@@ -1315,9 +1406,89 @@ out:
         return r;
 }
 
+static const char *const fuse_state_names[DB_FUSE_STATE_MAX] = {"intent", "done", "failed"};
+
+/* Results of burns done (DONE/FAILED with read-back) onto their journal rows, into w as "fuses". */
+static int fuse_results_store(struct sq *s, struct db_unit *u, const struct db_fuse_rec *results,
+                              unsigned n, const char *at, struct json_w *w)
+{
+        json_key(w, "fuses");
+        json_arr_begin(w);
+        for (unsigned i = 0; i < n; i++) {
+                const struct db_fuse_rec *f = &results[i];
+                sqlite3_stmt *st = st_get(s, S_FUSE_RESULT);
+                int r;
+
+                if ((unsigned)f->state >= DB_FUSE_STATE_MAX || f->state == DB_FUSE_INTENT)
+                        return kiln_fail(KILN_E_INVAL, "fuse result without an outcome");
+                bind_int(st, 1, f->id);
+                bind_int(st, 2, u->id);
+                bind_text(st, 3, fuse_state_names[f->state]);
+                bind_text(st, 4, f->readback);
+                bind_int(st, 5, f->attrs);
+                bind_text(st, 6, at);
+                r = st_done(s, st, "record fuse result");
+                if (r < 0)
+                        return r;
+                if (sqlite3_changes(s->h) != 1)
+                        return kiln_fail(KILN_E_NOT_FOUND, "fuse journal entry %lld not found",
+                                         (long long)f->id);
+                json_obj_begin(w);
+                json_kv_int(w, "id", f->id);
+                json_kv_str(w, "field", f->field);
+                json_kv_str(w, "state", fuse_state_names[f->state]);
+                json_kv_str(w, "readback", f->readback);
+                json_obj_end(w);
+        }
+        json_arr_end(w);
+        return KILN_OK;
+}
+
+/* The intents of every burn of the lock, into w as "intents"; the first sets lock_started. */
+static int fuse_intents_store(struct sq *s, struct db_unit *u, struct db_fuse_rec *intents,
+                              unsigned n, const char *at, struct json_w *w)
+{
+        int r;
+
+        json_key(w, "intents");
+        json_arr_begin(w);
+        if (n > 0 && !u->lock_started) {
+                sqlite3_stmt *st = st_get(s, S_UNIT_LOCK);
+
+                bind_int(st, 1, u->id);
+                r = st_done(s, st, "mark lock started");
+                if (r < 0)
+                        return r;
+        }
+        for (unsigned i = 0; i < n; i++) {
+                struct db_fuse_rec *f = &intents[i];
+                sqlite3_stmt *st = st_get(s, S_FUSE_INSERT);
+
+                bind_int(st, 1, u->id);
+                bind_text(st, 2, f->phase);
+                bind_text(st, 3, f->field);
+                bind_text(st, 4, f->value);
+                bind_text(st, 5, f->verify);
+                bind_text(st, 6, at);
+                r = st_done(s, st, "journal fuse intent");
+                if (r < 0)
+                        return r;
+                f->id = sqlite3_last_insert_rowid(s->h);
+                json_obj_begin(w);
+                json_kv_int(w, "id", f->id);
+                json_kv_str(w, "phase", f->phase);
+                json_kv_str(w, "field", f->field);
+                json_kv_str(w, "value", f->value);
+                json_obj_end(w);
+        }
+        json_arr_end(w);
+        return KILN_OK;
+}
+
 static int sq_unit_record_verified(struct db *db, struct db_unit *u,
                                    const struct db_object_rec *objs, unsigned n_objs,
-                                   const struct db_attest_rec *att, unsigned n_att)
+                                   const struct db_attest_rec *att, unsigned n_att,
+                                   struct db_fuse_rec *intents, unsigned n_intents)
 {
         struct sq *s = sq_of(db);
         struct kiln_buf details;
@@ -1373,99 +1544,9 @@ static int sq_unit_record_verified(struct db *db, struct db_unit *u,
                 json_obj_end(&w);
         }
         json_arr_end(&w);
-        r = unit_tx_commit(s, u, "unit.verified", &w);
-out:
-        tx_rollback(s);
-        pthread_mutex_unlock(&s->lock);
-        kiln_buf_free(&details);
-        return r;
-}
-
-static const char *const fuse_state_names[DB_FUSE_STATE_MAX] = {"intent", "done", "failed"};
-
-static int sq_fuse_journal(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
-                           unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents)
-{
-        struct sq *s = sq_of(db);
-        struct kiln_buf details;
-        struct json_w w;
-        char at[32];
-        int r;
-
-        kiln_buf_init(&details, 64u << 10);
-        json_init(&w, &details);
-        now_iso(at);
-        pthread_mutex_lock(&s->lock);
-        r = tx_begin(s);
+        r = fuse_intents_store(s, u, intents, n_intents, at, &w);
         if (r == KILN_OK)
-                r = steps_flush(s, u);
-        if (r < 0)
-                goto out;
-        json_key(&w, "results");
-        json_arr_begin(&w);
-        for (unsigned i = 0; i < n_results; i++) {
-                const struct db_fuse_rec *f = &results[i];
-                sqlite3_stmt *st = st_get(s, S_FUSE_RESULT);
-
-                if ((unsigned)f->state >= DB_FUSE_STATE_MAX || f->state == DB_FUSE_INTENT) {
-                        r = kiln_fail(KILN_E_INVAL, "fuse result without an outcome");
-                        goto out;
-                }
-                bind_int(st, 1, f->id);
-                bind_int(st, 2, u->id);
-                bind_text(st, 3, fuse_state_names[f->state]);
-                bind_text(st, 4, f->readback);
-                bind_int(st, 5, f->attrs);
-                bind_text(st, 6, at);
-                r = st_done(s, st, "record fuse result");
-                if (r < 0)
-                        goto out;
-                if (sqlite3_changes(s->h) != 1) {
-                        r = kiln_fail(KILN_E_NOT_FOUND, "fuse journal entry %lld not found",
-                                      (long long)f->id);
-                        goto out;
-                }
-                json_obj_begin(&w);
-                json_kv_int(&w, "id", f->id);
-                json_kv_str(&w, "field", f->field);
-                json_kv_str(&w, "state", fuse_state_names[f->state]);
-                json_kv_str(&w, "readback", f->readback);
-                json_obj_end(&w);
-        }
-        json_arr_end(&w);
-        json_key(&w, "intents");
-        json_arr_begin(&w);
-        if (n_intents > 0 && !u->lock_started) {
-                sqlite3_stmt *st = st_get(s, S_UNIT_LOCK);
-
-                bind_int(st, 1, u->id);
-                r = st_done(s, st, "mark lock started");
-                if (r < 0)
-                        goto out;
-        }
-        for (unsigned i = 0; i < n_intents; i++) {
-                struct db_fuse_rec *f = &intents[i];
-                sqlite3_stmt *st = st_get(s, S_FUSE_INSERT);
-
-                bind_int(st, 1, u->id);
-                bind_text(st, 2, f->phase);
-                bind_text(st, 3, f->field);
-                bind_text(st, 4, f->value);
-                bind_text(st, 5, f->verify);
-                bind_text(st, 6, at);
-                r = st_done(s, st, "journal fuse intent");
-                if (r < 0)
-                        goto out;
-                f->id = sqlite3_last_insert_rowid(s->h);
-                json_obj_begin(&w);
-                json_kv_int(&w, "id", f->id);
-                json_kv_str(&w, "phase", f->phase);
-                json_kv_str(&w, "field", f->field);
-                json_kv_str(&w, "value", f->value);
-                json_obj_end(&w);
-        }
-        json_arr_end(&w);
-        r = unit_tx_commit(s, u, "unit.fuses", &w);
+                r = unit_tx_commit(s, u, "unit.verified", &w);
         if (r == KILN_OK && n_intents > 0)
                 u->lock_started = 1;
 out:
@@ -1546,7 +1627,9 @@ static int sq_unit_finish(struct db *db, struct db_unit *u, const struct db_fini
                 goto out;
         }
         quota_state = f->verdict == DB_VERDICT_FAIL ? "returned" : "consumed";
-        r = snapshot_store(s, u->id, "post", f->snapshot, f->n_snapshot);
+        r = fuse_results_store(s, u, f->fuse_results, f->n_fuse_results, at, &w);
+        if (r == KILN_OK)
+                r = snapshot_store(s, u->id, "post", f->snapshot, f->n_snapshot);
         if (r < 0)
                 goto out;
         st = st_get(s, S_UNIT_FINISH);
@@ -1673,22 +1756,9 @@ static int col_tri(sqlite3_stmt *st, int col)
         return sqlite3_column_type(st, col) == SQLITE_NULL ? -1 : sqlite3_column_int(st, col) != 0;
 }
 
-static int sq_unit_export_locked(struct sq *s, int64_t unit_id, struct db_export_rec *r)
+/* The columns of EXP_UNIT_COLS, from column 0 of st. */
+static void exp_unit_read(sqlite3_stmt *st, struct db_export_rec *r)
 {
-        sqlite3_stmt *st;
-        int rc;
-
-        export_rec_clear(r);
-        st = st_get(s, S_EXP_UNIT);
-        bind_int(st, 1, unit_id);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-                sqlite3_reset(st);
-                return rc == SQLITE_DONE
-                               ? kiln_fail(KILN_E_NOT_FOUND, "unit %lld not found", (long long)unit_id)
-                               : sq_fail(s, rc, "read unit");
-        }
-        r->id = unit_id;
         col_copy(st, 0, r->serial, sizeof(r->serial), NULL);
         col_copy(st, 1, r->chip_uid, sizeof(r->chip_uid), NULL);
         col_copy(st, 2, r->verdict, sizeof(r->verdict), NULL);
@@ -1713,6 +1783,85 @@ static int sq_unit_export_locked(struct sq *s, int64_t unit_id, struct db_export
         r->secure_boot = col_tri(st, 21);
         col_copy(st, 22, r->lifecycle, sizeof(r->lifecycle), &r->has_lifecycle);
         col_copy(st, 23, r->label_qr, sizeof(r->label_qr), &r->has_label_qr);
+}
+
+/* One verified burn (field, and its read-back in column col of st): the record keeps each field's
+ * last read-back, fields in first-burn order. */
+static void exp_fuse_add(struct db_export_rec *r, const char *field, sqlite3_stmt *st, int col)
+{
+        unsigned i;
+
+        for (i = 0; i < r->n_fuses; i++)
+                if (strcmp(r->fuses[i].field, field) == 0)
+                        break;
+        if (i == r->n_fuses) {
+                if (r->n_fuses == EXPORT_FUSES_MAX)
+                        return;
+                r->n_fuses++;
+                kiln_strlcpy(r->fuses[i].field, field, sizeof(r->fuses[i].field));
+        }
+        col_copy(st, col, r->fuses[i].value, sizeof(r->fuses[i].value), NULL);
+}
+
+/* A certificate's DER into c, refused over the record's limit. */
+static int exp_cert_der(sqlite3_stmt *st, int col, int64_t unit_id, struct export_cert *c)
+{
+        kiln_buf_clear(&c->der);
+        kiln_buf_put(&c->der, sqlite3_column_blob(st, col), (size_t)sqlite3_column_bytes(st, col));
+        if (kiln_buf_error(&c->der))
+                return kiln_fail(KILN_E_LIMIT, "unit %lld: certificate too large",
+                                 (long long)unit_id);
+        return KILN_OK;
+}
+
+/* The unit's current certificates joined with their keys, lowest key slot first. */
+static int exp_certs_by_unit(struct sq *s, int64_t unit_id, struct db_export_rec *r)
+{
+        sqlite3_stmt *st = st_get(s, S_EXP_CERTS);
+        int rc, e = KILN_OK;
+
+        r->n_certs = 0;
+        bind_int(st, 1, unit_id);
+        while (e == KILN_OK && (rc = sqlite3_step(st)) == SQLITE_ROW &&
+               r->n_certs < EXPORT_CERTS_MAX) {
+                struct export_cert *c = &r->certs[r->n_certs++];
+
+                col_copy(st, 0, c->key, sizeof(c->key), NULL);
+                c->slot = (unsigned)sqlite3_column_int(st, 1);
+                col_copy(st, 2, c->serial, sizeof(c->serial), NULL);
+                col_copy(st, 3, c->pubkey_sha256, sizeof(c->pubkey_sha256), NULL);
+                e = exp_cert_der(st, 4, unit_id, c);
+                kiln_buf_clear(&c->chain_pem);
+                kiln_buf_put(&c->chain_pem, sqlite3_column_text(st, 5),
+                             (size_t)sqlite3_column_bytes(st, 5));
+                col_copy(st, 6, c->not_after, sizeof(c->not_after), NULL);
+                if (e == KILN_OK && kiln_buf_error(&c->chain_pem))
+                        e = kiln_fail(KILN_E_LIMIT, "unit %lld: certificate too large",
+                                      (long long)unit_id);
+        }
+        sqlite3_reset(st);
+        if (e == KILN_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+                e = sq_fail(s, rc, "read certificates");
+        return e;
+}
+
+static int sq_unit_export_locked(struct sq *s, int64_t unit_id, struct db_export_rec *r)
+{
+        sqlite3_stmt *st;
+        int rc, e;
+
+        export_rec_clear(r);
+        st = st_get(s, S_EXP_UNIT);
+        bind_int(st, 1, unit_id);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return rc == SQLITE_DONE
+                               ? kiln_fail(KILN_E_NOT_FOUND, "unit %lld not found", (long long)unit_id)
+                               : sq_fail(s, rc, "read unit");
+        }
+        r->id = unit_id;
+        exp_unit_read(st, r);
         sqlite3_reset(st);
 
         st = st_get(s, S_MACS_BY_UNIT);
@@ -1723,48 +1872,14 @@ static int sq_unit_export_locked(struct sq *s, int64_t unit_id, struct db_export
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                 return sq_fail(s, rc, "read MAC addresses");
 
-        st = st_get(s, S_EXP_CERTS);
-        bind_int(st, 1, unit_id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n_certs < EXPORT_CERTS_MAX) {
-                struct export_cert *c = &r->certs[r->n_certs++];
+        e = exp_certs_by_unit(s, unit_id, r);
+        if (e < 0)
+                return e;
 
-                col_copy(st, 0, c->key, sizeof(c->key), NULL);
-                c->slot = (unsigned)sqlite3_column_int(st, 1);
-                col_copy(st, 2, c->serial, sizeof(c->serial), NULL);
-                col_copy(st, 3, c->pubkey_sha256, sizeof(c->pubkey_sha256), NULL);
-                kiln_buf_put(&c->der, sqlite3_column_blob(st, 4),
-                             (size_t)sqlite3_column_bytes(st, 4));
-                kiln_buf_put(&c->chain_pem, sqlite3_column_text(st, 5),
-                             (size_t)sqlite3_column_bytes(st, 5));
-                col_copy(st, 6, c->not_after, sizeof(c->not_after), NULL);
-                if (kiln_buf_error(&c->der) || kiln_buf_error(&c->chain_pem)) {
-                        sqlite3_reset(st);
-                        return kiln_fail(KILN_E_LIMIT, "unit %lld: certificate too large",
-                                         (long long)unit_id);
-                }
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                return sq_fail(s, rc, "read certificates");
-
-        /* fuses: field -> last verified read-back, in first-burn order */
         st = st_get(s, S_EXP_FUSES);
         bind_int(st, 1, unit_id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                const char *field = col_text(st, 0);
-                unsigned i;
-
-                for (i = 0; i < r->n_fuses; i++)
-                        if (strcmp(r->fuses[i].field, field) == 0)
-                                break;
-                if (i == r->n_fuses) {
-                        if (r->n_fuses == EXPORT_FUSES_MAX)
-                                continue;
-                        r->n_fuses++;
-                        kiln_strlcpy(r->fuses[i].field, field, sizeof(r->fuses[i].field));
-                }
-                col_copy(st, 1, r->fuses[i].value, sizeof(r->fuses[i].value), NULL);
-        }
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                exp_fuse_add(r, col_text(st, 0), st, 1);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE)
                 return sq_fail(s, rc, "read fuse journal");
@@ -1791,6 +1906,15 @@ static int sq_unit_export(struct db *db, int64_t unit_id, struct db_export_rec *
         return r;
 }
 
+static void exp_filter_bind(sqlite3_stmt *st, const struct db_export_filter *flt)
+{
+        bind_text(st, 1, flt->work_order);
+        bind_text(st, 2, flt->lot);
+        bind_text(st, 3, flt->since);
+        bind_text(st, 4, flt->until);
+        bind_text(st, 5, flt->verdict >= 0 ? db_verdict_name((enum db_verdict)flt->verdict) : NULL);
+}
+
 static int sq_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,
                           void *ctx)
 {
@@ -1808,11 +1932,7 @@ static int sq_export_each(struct db *db, const struct db_export_filter *flt, db_
                 r = sq_fail(s, rc, "prepare export");
                 goto out;
         }
-        bind_text(st, 1, flt->work_order);
-        bind_text(st, 2, flt->lot);
-        bind_text(st, 3, flt->since);
-        bind_text(st, 4, flt->until);
-        bind_text(st, 5, flt->verdict >= 0 ? db_verdict_name((enum db_verdict)flt->verdict) : NULL);
+        exp_filter_bind(st, flt);
         /* one read transaction for the whole stream: a consistent snapshot */
         r = sq_exec(s, "BEGIN", "begin export");
         if (r < 0)
@@ -1830,6 +1950,335 @@ static int sq_export_each(struct db *db, const struct db_export_filter *flt, db_
 out:
         sqlite3_finalize(st);
         pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* ---- the export stream ---- */
+
+/*
+ * Exporting many units reads each table once, in unit order, instead of looking every unit up in
+ * four statements: the filtered units drive, and MACs, keys, certificates and the fuse journal are
+ * each an ordered cursor "WHERE unit_id >= ?1 ORDER BY unit_id" whose rows are taken when it
+ * reaches the unit. A cursor more than EXP_SEEK_GAP units behind the next unit (a filter skipped
+ * them) is sought again instead of stepped over the rows between. A unit whose certificates the
+ * merge cannot order exactly as S_EXP_CERTS does (more than a record holds, names that do not fit,
+ * odd slots, ties) is read with S_EXP_CERTS, so the record is always db_unit_export()'s.
+ */
+#define EXP_SEEK_GAP 64
+
+enum exp_side_id {
+        EXP_MACS,
+        EXP_KEYS,
+        EXP_CERTS,
+        EXP_FUSES,
+        EXP_SIDE_MAX
+};
+
+static const enum stmt_id exp_side_sql[EXP_SIDE_MAX] = {S_EXP_MACS_FROM, S_EXP_KEYS_FROM,
+                                                        S_EXP_CERTS_FROM, S_EXP_FUSES_FROM};
+
+struct exp_side {
+        sqlite3_stmt *st;
+        int rc; /* of its last step; SQLITE_OK before the first */
+};
+
+struct exp_key {
+        char name[DB_TEXT_MAX];
+        unsigned slot;
+        char pubkey_sha256[65];
+};
+
+struct exp_stream {
+        struct sq *s;
+        sqlite3_stmt *units;
+        struct exp_side side[EXP_SIDE_MAX];
+        sqlite3_stmt *chain;
+        struct exp_key keys[EXPORT_CERTS_MAX]; /* the unit's current keys */
+        unsigned n_keys;
+        struct kiln_buf chain_pem;             /* the last chain read, by id */
+        int64_t chain_id;
+        int chain_valid;
+        sqlite3_stmt *recipe;
+        char recipe_sha256[65];                /* the last recipe looked up, and its id */
+        char recipe_id[DB_TEXT_MAX];
+        int has_recipe_id;
+        int recipe_valid;
+        struct db_export_rec *rec;
+};
+
+/* Text in column col that strcmp compares as SQLite does and that fits cap with its NUL. */
+static int col_fits(sqlite3_stmt *st, int col, size_t cap)
+{
+        const char *t = col_text(st, col);
+        size_t n = (size_t)sqlite3_column_bytes(st, col);
+
+        return n < cap && strlen(t) == n;
+}
+
+/* Move side c to its first row of unit id or after: sought afresh, or stepped from where it is. */
+static int exp_side_goto(struct sq *s, struct exp_side *c, int64_t id, int seek)
+{
+        if (c->rc == SQLITE_OK || (seek && c->rc == SQLITE_ROW)) {
+                sqlite3_reset(c->st);
+                bind_int(c->st, 1, id);
+                c->rc = sqlite3_step(c->st);
+        }
+        while (c->rc == SQLITE_ROW && sqlite3_column_int64(c->st, 0) < id)
+                c->rc = sqlite3_step(c->st);
+        if (c->rc != SQLITE_ROW && c->rc != SQLITE_DONE)
+                return sq_fail(s, c->rc, "export");
+        return KILN_OK;
+}
+
+static int exp_side_at(const struct exp_side *c, int64_t id)
+{
+        return c->rc == SQLITE_ROW && sqlite3_column_int64(c->st, 0) == id;
+}
+
+/* After taking a unit's rows: the step that ended them must not have failed. */
+static int exp_side_check(struct sq *s, const struct exp_side *c)
+{
+        return c->rc == SQLITE_ROW || c->rc == SQLITE_DONE ? KILN_OK : sq_fail(s, c->rc, "export");
+}
+
+/* The chain with this id (NULL: none) into c: read once, then copied while it stays the same. */
+static int exp_chain(struct exp_stream *x, sqlite3_stmt *row, int col, struct export_cert *c)
+{
+        int null = sqlite3_column_type(row, col) == SQLITE_NULL;
+        int64_t id = sqlite3_column_int64(row, col);
+        int rc;
+
+        if (null || !x->chain_valid || x->chain_id != id) {
+                kiln_buf_clear(&x->chain_pem);
+                x->chain_valid = 0;
+                if (!null) {
+                        sqlite3_reset(x->chain);
+                        bind_int(x->chain, 1, id);
+                        rc = sqlite3_step(x->chain);
+                        if (rc == SQLITE_ROW)
+                                kiln_buf_put(&x->chain_pem, sqlite3_column_text(x->chain, 0),
+                                             (size_t)sqlite3_column_bytes(x->chain, 0));
+                        sqlite3_reset(x->chain);
+                        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                                return sq_fail(x->s, rc, "read certificate chain");
+                }
+                /* a NULL chain id reads as none, like the LEFT JOIN of S_EXP_CERTS */
+                x->chain_id = id;
+                x->chain_valid = !null;
+        }
+        kiln_buf_clear(&c->chain_pem);
+        kiln_buf_put(&c->chain_pem, x->chain_pem.data, x->chain_pem.len);
+        if (kiln_buf_error(&x->chain_pem) || kiln_buf_error(&c->chain_pem))
+                return kiln_fail(KILN_E_LIMIT, "certificate chain too large");
+        return KILN_OK;
+}
+
+/* The unit's recipe id, as the LEFT JOIN of S_EXP_UNIT has it ("" and has_recipe_id 0 when the
+ * recipe is not stored): looked up when the unit's recipe is not the previous unit's. */
+static int exp_recipe(struct exp_stream *x)
+{
+        struct db_export_rec *r = x->rec;
+        sqlite3_stmt *u = x->units;
+        int cacheable = sqlite3_column_type(u, 11) != SQLITE_NULL &&
+                        col_fits(u, 11, sizeof(x->recipe_sha256));
+        int rc;
+
+        if (!x->recipe_valid || !cacheable || strcmp(col_text(u, 11), x->recipe_sha256) != 0) {
+                x->recipe_valid = 0;
+                sqlite3_reset(x->recipe);
+                sqlite3_bind_value(x->recipe, 1, sqlite3_column_value(u, 11));
+                rc = sqlite3_step(x->recipe);
+                x->recipe_id[0] = '\0';
+                x->has_recipe_id = 0;
+                if (rc == SQLITE_ROW)
+                        col_copy(x->recipe, 0, x->recipe_id, sizeof(x->recipe_id),
+                                 &x->has_recipe_id);
+                sqlite3_reset(x->recipe);
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                        return sq_fail(x->s, rc, "read recipe");
+                if (cacheable) {
+                        kiln_strlcpy(x->recipe_sha256, col_text(u, 11), sizeof(x->recipe_sha256));
+                        x->recipe_valid = 1;
+                }
+        }
+        memcpy(r->recipe_id, x->recipe_id, sizeof(r->recipe_id));
+        r->has_recipe_id = x->has_recipe_id;
+        return KILN_OK;
+}
+
+static int exp_cert_cmp(const struct export_cert *a, const struct export_cert *b)
+{
+        if (a->slot != b->slot)
+                return a->slot < b->slot ? -1 : 1;
+        return strcmp(a->key, b->key);
+}
+
+/*
+ * The unit's current keys and certificates from their cursors, joined by key name and ordered by
+ * (slot, key name) as S_EXP_CERTS does. *ret_exact = 0 when that order cannot be reproduced here.
+ */
+static int exp_certs_merge(struct exp_stream *x, int64_t id, int *ret_exact)
+{
+        struct exp_side *k = &x->side[EXP_KEYS], *cs = &x->side[EXP_CERTS];
+        struct db_export_rec *r = x->rec;
+        int exact = 1, e = KILN_OK;
+
+        x->n_keys = 0;
+        for (; exp_side_at(k, id); k->rc = sqlite3_step(k->st)) {
+                struct exp_key *kk = &x->keys[x->n_keys];
+                int64_t slot = sqlite3_column_int64(k->st, 2);
+
+                if (x->n_keys == EXPORT_CERTS_MAX || !col_fits(k->st, 1, sizeof(kk->name)) ||
+                    sqlite3_column_type(k->st, 2) != SQLITE_INTEGER || slot < 0 || slot > 255) {
+                        exact = 0;
+                        continue;
+                }
+                col_copy(k->st, 1, kk->name, sizeof(kk->name), NULL);
+                kk->slot = (unsigned)slot;
+                col_copy(k->st, 3, kk->pubkey_sha256, sizeof(kk->pubkey_sha256), NULL);
+                x->n_keys++;
+        }
+        r->n_certs = 0;
+        for (; e == KILN_OK && exp_side_at(cs, id); cs->rc = sqlite3_step(cs->st)) {
+                const char *name = col_text(cs->st, 1);
+
+                if (!exact || !col_fits(cs->st, 1, sizeof(r->certs[0].key))) {
+                        exact = 0;
+                        continue;
+                }
+                for (unsigned i = 0; e == KILN_OK && i < x->n_keys; i++) {
+                        struct export_cert *c;
+
+                        if (strcmp(x->keys[i].name, name) != 0)
+                                continue;
+                        if (r->n_certs == EXPORT_CERTS_MAX) {
+                                exact = 0;
+                                break;
+                        }
+                        c = &r->certs[r->n_certs++];
+                        memcpy(c->key, x->keys[i].name, sizeof(c->key));
+                        c->slot = x->keys[i].slot;
+                        memcpy(c->pubkey_sha256, x->keys[i].pubkey_sha256,
+                               sizeof(c->pubkey_sha256));
+                        col_copy(cs->st, 2, c->serial, sizeof(c->serial), NULL);
+                        e = exp_cert_der(cs->st, 3, id, c);
+                        col_copy(cs->st, 4, c->not_after, sizeof(c->not_after), NULL);
+                        if (e == KILN_OK)
+                                e = exp_chain(x, cs->st, 5, c);
+                }
+        }
+        if (e == KILN_OK)
+                e = exp_side_check(x->s, k);
+        if (e == KILN_OK)
+                e = exp_side_check(x->s, cs);
+        /* insertion sort: a handful of entries, moved whole (their buffers with them) */
+        for (unsigned i = 1; e == KILN_OK && exact && i < r->n_certs; i++) {
+                for (unsigned j = i; j > 0; j--) {
+                        int cmp = exp_cert_cmp(&r->certs[j - 1], &r->certs[j]);
+                        struct export_cert t;
+
+                        if (cmp == 0)
+                                exact = 0; /* SQLite's order among ties is its own */
+                        if (cmp <= 0)
+                                break;
+                        t = r->certs[j - 1];
+                        r->certs[j - 1] = r->certs[j];
+                        r->certs[j] = t;
+                }
+        }
+        if (e == KILN_OK)
+                *ret_exact = exact;
+        return e;
+}
+
+/* The next unit's record from the cursors; st is at its row of the units statement. */
+static int exp_stream_unit(struct exp_stream *x, int64_t prev)
+{
+        struct db_export_rec *r = x->rec;
+        struct exp_side *m = &x->side[EXP_MACS], *f = &x->side[EXP_FUSES];
+        int64_t id = sqlite3_column_int64(x->units, 24);
+        int seek = prev == 0 || id - prev > EXP_SEEK_GAP, exact = 1, e = KILN_OK;
+
+        /* every field is written below or by exp_unit_read: no need to clear the whole record */
+        r->id = id;
+        r->n_macs = r->n_certs = r->n_fuses = 0;
+        exp_unit_read(x->units, r);
+        e = exp_recipe(x);
+        for (int i = 0; e == KILN_OK && i < EXP_SIDE_MAX; i++)
+                e = exp_side_goto(x->s, &x->side[i], id, seek);
+        if (e < 0)
+                return e;
+        for (; exp_side_at(m, id); m->rc = sqlite3_step(m->st))
+                if (r->n_macs < DB_MACS_MAX)
+                        col_copy(m->st, 1, r->macs[r->n_macs++], DB_MAC_STR, NULL);
+        e = exp_side_check(x->s, m);
+        if (e == KILN_OK)
+                e = exp_certs_merge(x, id, &exact);
+        if (e == KILN_OK && !exact)
+                e = exp_certs_by_unit(x->s, id, r);
+        for (; e == KILN_OK && exp_side_at(f, id); f->rc = sqlite3_step(f->st))
+                exp_fuse_add(r, col_text(f->st, 1), f->st, 2);
+        if (e == KILN_OK)
+                e = exp_side_check(x->s, f);
+        return e;
+}
+
+static int sq_export_records(struct db *db, const struct db_export_filter *flt,
+                             db_export_rec_fn fn, void *ctx)
+{
+        struct exp_stream x;
+        int64_t prev = 0;
+        int rc, r = KILN_OK, began = 0;
+
+        memset(&x, 0, sizeof(x));
+        x.s = sq_of(db);
+        kiln_buf_init(&x.chain_pem, 8 * KILN_CERT_DER_MAX);
+        x.rec = kiln_malloc(sizeof(*x.rec));
+        if (x.rec == NULL)
+                return KILN_E_NOMEM;
+        export_rec_init(x.rec);
+        /* statements of its own, and the lock for the whole stream, as sq_export_each */
+        pthread_mutex_lock(&x.s->lock);
+        rc = sqlite3_prepare_v2(x.s->h, stmt_sql[S_EXP_UNITS], -1, &x.units, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(x.s->h, stmt_sql[S_EXP_CHAIN], -1, &x.chain, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(x.s->h, stmt_sql[S_EXP_RECIPE], -1, &x.recipe, NULL);
+        for (int i = 0; rc == SQLITE_OK && i < EXP_SIDE_MAX; i++)
+                rc = sqlite3_prepare_v2(x.s->h, stmt_sql[exp_side_sql[i]], -1, &x.side[i].st,
+                                        NULL);
+        if (rc != SQLITE_OK) {
+                r = sq_fail(x.s, rc, "prepare export");
+                goto out;
+        }
+        exp_filter_bind(x.units, flt);
+        /* one read transaction for the whole stream: a consistent snapshot */
+        r = sq_exec(x.s, "BEGIN", "begin export");
+        if (r < 0)
+                goto out;
+        began = 1;
+        while ((rc = sqlite3_step(x.units)) == SQLITE_ROW) {
+                r = exp_stream_unit(&x, prev);
+                if (r == KILN_OK)
+                        r = fn(ctx, x.rec);
+                if (r != KILN_OK)
+                        break;
+                prev = x.rec->id;
+        }
+        if (r == KILN_OK && rc != SQLITE_DONE)
+                r = sq_fail(x.s, rc, "export");
+out:
+        sqlite3_finalize(x.units);
+        sqlite3_finalize(x.chain);
+        sqlite3_finalize(x.recipe);
+        for (int i = 0; i < EXP_SIDE_MAX; i++)
+                sqlite3_finalize(x.side[i].st);
+        if (began)
+                sq_exec(x.s, "COMMIT", "end export");
+        pthread_mutex_unlock(&x.s->lock);
+        export_rec_free(x.rec);
+        kiln_free(x.rec);
+        kiln_buf_free(&x.chain_pem);
         return r;
 }
 
@@ -2423,7 +2872,6 @@ static const struct db_ops sqlite_ops = {
         .unit_admit = sq_unit_admit,
         .unit_record_identity = sq_unit_record_identity,
         .unit_record_verified = sq_unit_record_verified,
-        .fuse_journal = sq_fuse_journal,
         .fuse_list = sq_fuse_list,
         .unit_finish = sq_unit_finish,
         .unit_flush_steps = sq_unit_flush_steps,
@@ -2445,4 +2893,5 @@ static const struct db_ops sqlite_ops = {
         .audit_pubkey = sq_audit_pubkey,
         .unit_last_event = sq_unit_last_event,
         .export_each = sq_export_each,
+        .export_records = sq_export_records,
 };

@@ -4,10 +4,11 @@
  * Ordering rules that make a crash at any instant safe:
  *   - keys, certificates and credential commitments are committed before anything reaches the
  *     device, so no certificate exists on a device that the database does not know;
- *   - everything written and attested is committed (db_unit_record_verified) before the first fuse
- *     intent, so nothing is burned before steps 1-8 are recorded;
- *   - each fuse intent is committed before its program, each result with the next intents;
- *   - on resume a field is read back first and programmed again only with its journaled value.
+ *   - everything written and attested is committed together with the intents of every burn
+ *     (db_unit_record_verified) before the first fuse is touched, so nothing is burned before
+ *     steps 1-8 are recorded and a resumed unit only ever burns the journaled values;
+ *   - the burns' results are committed with the verdict; on resume a field is read back first and
+ *     programmed again only with its journaled value, so a result lost to a crash costs nothing.
  */
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -179,8 +180,12 @@ struct unit_ctx {
         char cred_commit[KILN_RECIPE_CREDENTIALS_MAX][65];
         char cred_salt[KILN_RECIPE_CREDENTIALS_MAX][33];
 
+        struct db_attest_rec att[KILN_RECIPE_KEYS_MAX];
+        unsigned n_att;
         struct lock_entry lock[LOCK_ENTRIES_MAX];
         unsigned n_lock;
+        struct db_fuse_rec res[LOCK_ENTRIES_MAX]; /* burns done, written with the verdict */
+        unsigned n_res;
 
         /* the running step */
         const char *step;
@@ -620,21 +625,17 @@ static const char *rdn_type_for_hsm(enum recipe_rdn_type t)
         }
 }
 
-static int cert_not_after_iso(const uint8_t *der, size_t len, char out[32])
+/* notAfter as the certificate carries it: the template's, to the second (ASN1_TIME_set). */
+static int not_after_iso(int64_t not_after, char out[32])
 {
-        const uint8_t *p = der;
-        X509 *x = d2i_X509(NULL, &p, (long)len);
+        time_t secs = (time_t)not_after;
         struct tm tm;
-        int r = KILN_E_CERT_BUILD;
 
-        if (x != NULL && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
-                r = kiln_snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02dZ",
-                                  (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
-                                  tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
-                                  tm.tm_sec % 100);
-        }
-        X509_free(x);
-        return r;
+        if (gmtime_r(&secs, &tm) == NULL)
+                return kiln_fail(KILN_E_CERT_BUILD, "notAfter %lld out of range",
+                                 (long long)not_after);
+        return kiln_snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* Build the template of key i from the recipe and the unit's values, and have the HSM sign it. */
@@ -719,7 +720,7 @@ static int issue_cert(struct unit_ctx *u, unsigned i)
         if (r < 0)
                 return r;
         hex(u->cert[i]->serial, HSM_SERIAL_LEN, u->cert_serial[i], sizeof(u->cert_serial[i]));
-        return cert_not_after_iso(u->cert[i]->der, u->cert[i]->len, u->cert_not_after[i]);
+        return not_after_iso(t.not_after, u->cert_not_after[i]);
 }
 
 static int do_certs(struct unit_ctx *u)
@@ -1053,16 +1054,14 @@ static int do_data(struct unit_ctx *u, struct obj_recs *o)
 
 /* --------------------------------------------------------------------------- 8 attest */
 
-static int do_attest(struct unit_ctx *u, const struct obj_recs *o)
+/* Recorded with the fuse intents at the start of the lock (db_unit_record_verified). */
+static int do_attest(struct unit_ctx *u)
 {
-        struct db_attest_rec att[KILN_RECIPE_KEYS_MAX];
-        unsigned na = 0;
         int r;
 
         step_begin(u, "attest");
         for (unsigned i = 0; i < u->rc->n_keys; i++) {
                 const struct recipe_key *k = &u->rc->keys[i];
-                struct hsm_devkey *certkey = NULL;
                 struct proto_attest a;
                 uint8_t nonce[KILN_NONCE_LEN];
 
@@ -1074,25 +1073,17 @@ static int do_attest(struct unit_ctx *u, const struct obj_recs *o)
                 r = proto_session_attest(u->s, k->slot, nonce, &a);
                 if (r < 0)
                         return step_fail(u, fc_of(r, FC_ATTEST), r, NULL);
-                /* verify with the key in the certificate: proves key and certificate match */
-                r = u->cert[i] != NULL
-                            ? hsm_devkey_from_cert(u->cert[i]->der, u->cert[i]->len, &certkey)
-                            : hsm_devkey_parse(u->kg[i].public_key, u->kg[i].public_key_len,
-                                               &certkey);
-                if (r == KILN_OK)
-                        r = hsm_devkey_verify_attest(certkey, nonce, u->info.chip_uid,
-                                                     u->info.chip_uid_len, k->slot, a.signature,
-                                                     a.signature_len);
-                hsm_devkey_free(certkey);
+                /* the key the certificate was issued for (hsm_cert_issue verified that the
+                 * certificate carries it): proves the device holds the certified key */
+                r = hsm_devkey_verify_attest(u->devkey[i], nonce, u->info.chip_uid,
+                                             u->info.chip_uid_len, k->slot, a.signature,
+                                             a.signature_len);
                 if (r < 0)
                         return step_fail(u, FC_ATTEST, r, "key '%s': %s", k->name,
                                          kiln_err_detail()[0] ? kiln_err_detail()
                                                               : kiln_strerror(r));
-                att[na++] = (struct db_attest_rec){.key_name = k->name, .ok = 1};
+                u->att[u->n_att++] = (struct db_attest_rec){.key_name = k->name, .ok = 1};
         }
-        r = db_unit_record_verified(u->e->db, &u->unit, o->rec, o->n, att, na);
-        if (r < 0)
-                return step_fail(u, fc_of(r, FC_DB), r, NULL);
         step_ok(u);
         return KILN_OK;
 }
@@ -1366,15 +1357,9 @@ static int set_lifecycle(struct unit_ctx *u, struct lock_entry *le)
         return KILN_OK;
 }
 
-/* Results to journal with the next phase's intents. */
-struct results {
-        struct db_fuse_rec rec[LOCK_ENTRIES_MAX];
-        unsigned n;
-};
-
-static void result_add(struct results *res, const struct lock_entry *le, enum db_fuse_state st)
+static void result_add(struct unit_ctx *u, const struct lock_entry *le, enum db_fuse_state st)
 {
-        res->rec[res->n++] = (struct db_fuse_rec){.id = le->id,
+        u->res[u->n_res++] = (struct db_fuse_rec){.id = le->id,
                                                   .phase = entry_phase(le),
                                                   .field = entry_field(le),
                                                   .value = le->want_hex,
@@ -1457,11 +1442,10 @@ static int verify_phase(struct unit_ctx *u, int phase)
 static const char *const lock_step_names[RECIPE_PHASE_MAX + 1] = {
         "lock.data", "lock.protect", "lock.lockout", "lock.lifecycle"};
 
-static int do_lock(struct unit_ctx *u)
+static int do_lock(struct unit_ctx *u, const struct obj_recs *o)
 {
-        struct results res = {.n = 0};
         struct db_fuse_rec intents[LOCK_ENTRIES_MAX];
-        unsigned idx[LOCK_ENTRIES_MAX];
+        unsigned ni = 0;
         int r;
 
         step_begin(u, "lock");
@@ -1482,6 +1466,11 @@ static int do_lock(struct unit_ctx *u)
                 if (m.failed)
                         return step_fail(u, FC_FUSE_READBACK, KILN_E_FUSE_READBACK,
                                          "fuse '%s' failed before the interruption", m.field);
+                for (unsigned i = 0; i < u->n_lock; i++)
+                        if (u->lock[i].id == 0)
+                                return step_fail(u, FC_INTERNAL, KILN_E_MISMATCH,
+                                                 "fuse '%s' of the plan is not in the journal",
+                                                 entry_field(&u->lock[i]));
         } else {
                 /* before the first burn: the device must not already hold other data */
                 for (unsigned i = 0; i < u->n_lock; i++) {
@@ -1496,70 +1485,51 @@ static int do_lock(struct unit_ctx *u)
                                                  "fuse '%s' already holds other data",
                                                  le->f->field);
                 }
+                /* steps 1-8 and every intent of the lock: one commit before the first burn */
+                for (unsigned i = 0; i < u->n_lock; i++)
+                        intents[ni++] = (struct db_fuse_rec){
+                                .phase = entry_phase(&u->lock[i]),
+                                .field = entry_field(&u->lock[i]),
+                                .value = u->lock[i].want_hex,
+                                .verify = u->lock[i].f ? recipe_verify_name(u->lock[i].f->verify)
+                                                       : "lifecycle"};
+                r = db_unit_record_verified(u->e->db, &u->unit, o->rec, o->n, u->att, u->n_att,
+                                            intents, ni);
+                if (r < 0)
+                        return step_fail(u, fc_of(r, FC_DB), r, NULL);
+                for (unsigned i = 0; i < u->n_lock; i++)
+                        u->lock[i].id = intents[i].id;
         }
         step_ok(u);
 
         for (int phase = RECIPE_PHASE_DATA; phase <= RECIPE_PHASE_MAX; phase++) {
-                unsigned ni = 0, n = 0, in_phase = 0;
+                unsigned in_phase = 0;
 
-                for (unsigned i = 0; i < u->n_lock; i++) {
-                        if ((int)u->lock[i].phase != phase)
-                                continue;
-                        in_phase++;
-                        if (u->lock[i].done)
-                                continue;
-                        idx[n++] = i;
-                        if (u->lock[i].id == 0)
-                                intents[ni++] = (struct db_fuse_rec){
-                                        .phase = entry_phase(&u->lock[i]),
-                                        .field = entry_field(&u->lock[i]),
-                                        .value = u->lock[i].want_hex,
-                                        .verify = u->lock[i].f
-                                                          ? recipe_verify_name(u->lock[i].f->verify)
-                                                          : "lifecycle"};
-                }
+                for (unsigned i = 0; i < u->n_lock; i++)
+                        in_phase += (int)u->lock[i].phase == phase;
                 /* a phase already done before an interruption is still verified again */
                 if (in_phase == 0)
                         continue;
                 step_begin(u, lock_step_names[phase]);
-                /* results of the previous phase and the intents of this one: one commit */
-                if (ni > 0) {
-                        r = db_fuse_journal(u->e->db, &u->unit, res.rec, res.n, intents, ni);
-                        if (r < 0)
-                                return step_fail(u, fc_of(r, FC_DB), r, NULL);
-                        res.n = 0;
-                }
-                for (unsigned i = 0, k = 0; i < n; i++) {
-                        struct lock_entry *le = &u->lock[idx[i]];
+                for (unsigned i = 0; i < u->n_lock; i++) {
+                        struct lock_entry *le = &u->lock[i];
 
-                        if (le->id == 0)
-                                le->id = intents[k++].id;
-                }
-                for (unsigned i = 0; i < n; i++) {
-                        struct lock_entry *le = &u->lock[idx[i]];
-
+                        if ((int)le->phase != phase || le->done)
+                                continue;
                         r = le->f != NULL ? burn_field(u, le) : set_lifecycle(u, le);
                         if (r < 0) {
-                                result_add(&res, le, DB_FUSE_FAILED);
-                                db_fuse_journal(u->e->db, &u->unit, res.rec, res.n, NULL, 0);
+                                result_add(u, le, DB_FUSE_FAILED);
                                 return r;
                         }
                         le->done = 1;
-                        result_add(&res, le, DB_FUSE_DONE);
+                        result_add(u, le, DB_FUSE_DONE);
                 }
                 if (phase < RECIPE_PHASE_MAX) {
                         r = verify_phase(u, phase);
-                        if (r < 0) {
-                                db_fuse_journal(u->e->db, &u->unit, res.rec, res.n, NULL, 0);
+                        if (r < 0)
                                 return r;
-                        }
                 }
                 step_ok(u);
-        }
-        if (res.n > 0) {
-                r = db_fuse_journal(u->e->db, &u->unit, res.rec, res.n, NULL, 0);
-                if (r < 0)
-                        return step_fail(u, fc_of(r, FC_DB), r, NULL);
         }
         return KILN_OK;
 }
@@ -1634,6 +1604,8 @@ static int do_finish(struct unit_ctx *u)
         fin.label_qr = qr[0] ? qr : NULL;
         fin.n_snapshot = snapshot_strings(u, storage, snap);
         fin.snapshot = snap;
+        fin.fuse_results = u->res;
+        fin.n_fuse_results = u->n_res;
         step_ok(u); /* queued: db_unit_finish writes it with the verdict */
         r = db_unit_finish(u->e->db, &u->unit, &fin);
         if (r < 0) {
@@ -1662,6 +1634,8 @@ static int finish_failed(struct unit_ctx *u)
         fin.fail_reason = u->reason;
         fin.debug_closed = -1;
         fin.secure_boot = -1;
+        fin.fuse_results = u->res;
+        fin.n_fuse_results = u->n_res;
         /* best effort: what the device says about itself now, for quality */
         if (u->unit.lock_started && u->s != NULL && proto_session_id(u->s) != 0 &&
             proto_session_get_info(u->s, &info) == KILN_OK) {
@@ -1737,7 +1711,7 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
                 if (r == KILN_OK)
                         r = do_data(u, o);
                 if (r == KILN_OK)
-                        r = do_attest(u, o);
+                        r = do_attest(u);
                 if (r == KILN_OK && stop_requested(u))
                         r = step_fail(u, FC_CANCELLED, KILN_E_CANCELLED, "run stopped");
         }
@@ -1745,7 +1719,7 @@ int engine_unit_run(struct engine *e, const char *slot, unsigned slot_index, con
                 r = do_reattest(u, 1);
         /* once started, the lock runs to its end: a stop request waits for it */
         if (r == KILN_OK)
-                r = do_lock(u);
+                r = do_lock(u, o);
         if (r == KILN_OK)
                 r = do_finish(u);
 

@@ -1,9 +1,29 @@
 /* Minimal streaming JSON writer. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "kiln/json.h"
+
+/*
+ * Append n bytes: in place when the buffer has room, else through kiln_buf_put (which grows it or
+ * records the error). A record is a few hundred small appends into a buffer reused from record to
+ * record, so the call into the buffer module was a good part of rendering one. The test is
+ * kiln_buf_reserve's: after the append, len stays below cap (room for a terminator).
+ */
+static inline void jput(struct kiln_buf *b, const void *p, size_t n)
+{
+        if (b->err == 0 && n < b->cap - b->len) {
+                memcpy(b->data + b->len, p, n);
+                b->len += n;
+                return;
+        }
+        kiln_buf_put(b, p, n);
+}
+
+static inline void jput_u8(struct kiln_buf *b, uint8_t c)
+{
+        jput(b, &c, 1);
+}
 
 void json_init(struct json_w *w, struct kiln_buf *b)
 {
@@ -23,14 +43,14 @@ static void json_sep(struct json_w *w)
                 return;
         }
         if (w->need_comma[w->depth])
-                kiln_buf_put_u8(w->b, ',');
+                jput_u8(w->b, ',');
         w->need_comma[w->depth] = 1;
 }
 
 static void json_open(struct json_w *w, char c)
 {
         json_sep(w);
-        kiln_buf_put_u8(w->b, (uint8_t)c);
+        jput_u8(w->b, (uint8_t)c);
         if (w->depth >= JSON_DEPTH_MAX) {
                 w->b->err = w->b->err ? w->b->err : KILN_E_LIMIT;
                 return;
@@ -43,7 +63,7 @@ static void json_close(struct json_w *w, char c)
 {
         if (w->depth > 0)
                 w->depth--;
-        kiln_buf_put_u8(w->b, (uint8_t)c);
+        jput_u8(w->b, (uint8_t)c);
 }
 
 void json_obj_begin(struct json_w *w)
@@ -96,6 +116,38 @@ static size_t utf8_len(const unsigned char *p, size_t n)
         return len;
 }
 
+/*
+ * Eight bytes that all go out as they are: none below 0x20 or above 0x7F, no '"', no '\\'. The usual
+ * word-at-a-time tests: (v - 0x01..) & ~v has a byte's top bit set where that byte of v is zero
+ * (exact for "is there one"), and (x - 0x20..) & ~x likewise where a byte is below 0x20.
+ */
+#define JSON_ONES 0x0101010101010101ULL
+#define JSON_HIGH 0x8080808080808080ULL
+
+static int json_plain8(const unsigned char *p)
+{
+        uint64_t x, q, bs;
+
+        memcpy(&x, p, sizeof(x));
+        q = x ^ (JSON_ONES * '"');
+        bs = x ^ (JSON_ONES * '\\');
+        return ((((x - JSON_ONES * 0x20) & ~x) | ((q - JSON_ONES) & ~q) |
+                 ((bs - JSON_ONES) & ~bs) | x) &
+                JSON_HIGH) == 0;
+}
+
+/* 1 for the bytes that go out as they are: 0x20..0x7F except '"' and '\\'; the rest are 0. */
+static const uint8_t json_plain[256] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+        1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20, '"' at 0x22 */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x30 */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50, '\\' at 0x5C */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x70 */
+};
+
 int json_escape_into(struct kiln_buf *b, const char *s, size_t n)
 {
         const unsigned char *p = (const unsigned char *)s;
@@ -105,30 +157,35 @@ int json_escape_into(struct kiln_buf *b, const char *s, size_t n)
                 unsigned char c = p[i];
                 size_t run = 0;
 
-                /* copy the longest run of bytes that need no escaping in one put */
-                while (i + run < n && p[i + run] >= 0x20 && p[i + run] < 0x80 &&
-                       p[i + run] != '"' && p[i + run] != '\\')
-                        run++;
+                /* copy the longest run of bytes that need no escaping in one put; most strings
+                 * are one such run, checked a word at a time (the last word may overlap) */
+                while (n - i - run >= 8 && json_plain8(p + i + run))
+                        run += 8;
+                if (run > 0 && n - i - run < 8 && json_plain8(p + n - 8))
+                        run = n - i;
+                else
+                        while (i + run < n && json_plain[p[i + run]])
+                                run++;
                 if (run > 0) {
-                        kiln_buf_put(b, p + i, run);
+                        jput(b, p + i, run);
                         i += run;
                         continue;
                 }
                 switch (c) {
                 case '"':
-                        kiln_buf_put(b, "\\\"", 2);
+                        jput(b, "\\\"", 2);
                         break;
                 case '\\':
-                        kiln_buf_put(b, "\\\\", 2);
+                        jput(b, "\\\\", 2);
                         break;
                 case '\n':
-                        kiln_buf_put(b, "\\n", 2);
+                        jput(b, "\\n", 2);
                         break;
                 case '\r':
-                        kiln_buf_put(b, "\\r", 2);
+                        jput(b, "\\r", 2);
                         break;
                 case '\t':
-                        kiln_buf_put(b, "\\t", 2);
+                        jput(b, "\\t", 2);
                         break;
                 default:
                         if (c < 0x20) {
@@ -137,10 +194,10 @@ int json_escape_into(struct kiln_buf *b, const char *s, size_t n)
                                 size_t l = utf8_len(p + i, n - i);
 
                                 if (l == 0) {
-                                        kiln_buf_put(b, "\\ufffd", 6);
+                                        jput(b, "\\ufffd", 6);
                                         l = 1;
                                 } else {
-                                        kiln_buf_put(b, p + i, l);
+                                        jput(b, p + i, l);
                                 }
                                 i += l;
                                 continue;
@@ -148,15 +205,15 @@ int json_escape_into(struct kiln_buf *b, const char *s, size_t n)
                 }
                 i++;
         }
-        return kiln_buf_error(b);
+        return b->err;
 }
 
 void json_strn(struct json_w *w, const char *s, size_t n)
 {
         json_sep(w);
-        kiln_buf_put_u8(w->b, '"');
+        jput_u8(w->b, '"');
         json_escape_into(w->b, s, n);
-        kiln_buf_put_u8(w->b, '"');
+        jput_u8(w->b, '"');
 }
 
 void json_str(struct json_w *w, const char *s)
@@ -171,38 +228,53 @@ void json_str(struct json_w *w, const char *s)
 void json_key(struct json_w *w, const char *k)
 {
         json_strn(w, k, strlen(k));
-        kiln_buf_put_u8(w->b, ':');
+        jput_u8(w->b, ':');
         w->after_key = 1;
+}
+
+/* Decimal digits of v, as printf's %llu writes them. */
+static void jput_dec(struct kiln_buf *b, int neg, uint64_t v)
+{
+        char t[24];
+        size_t i = sizeof(t);
+
+        do {
+                t[--i] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v != 0);
+        if (neg)
+                t[--i] = '-';
+        jput(b, t + i, sizeof(t) - i);
 }
 
 void json_int(struct json_w *w, int64_t v)
 {
         json_sep(w);
-        kiln_buf_printf(w->b, "%" PRId64, v);
+        jput_dec(w->b, v < 0, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
 }
 
 void json_uint(struct json_w *w, uint64_t v)
 {
         json_sep(w);
-        kiln_buf_printf(w->b, "%" PRIu64, v);
+        jput_dec(w->b, 0, v);
 }
 
 void json_bool(struct json_w *w, int v)
 {
         json_sep(w);
-        kiln_buf_put_str(w->b, v ? "true" : "false");
+        jput(w->b, v ? "true" : "false", v ? 4 : 5);
 }
 
 void json_null(struct json_w *w)
 {
         json_sep(w);
-        kiln_buf_put_str(w->b, "null");
+        jput(w->b, "null", 4);
 }
 
 void json_raw(struct json_w *w, const char *json, size_t n)
 {
         json_sep(w);
-        kiln_buf_put(w->b, json, n);
+        jput(w->b, json, n);
 }
 
 void json_kv_str(struct json_w *w, const char *k, const char *v)

@@ -272,10 +272,12 @@ static void test_lock_and_verdicts(void **state)
 
         admit_req(&q, "d1", 1);
         assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_OK);
-        assert_int_equal(db_unit_record_verified(f->db, &a, NULL, 0, NULL, 0), KILN_OK);
-        assert_int_equal(db_fuse_journal(f->db, &a, NULL, 0, in, 1), KILN_OK);
-        assert_true(in[0].id > 0);
+        assert_int_equal(db_unit_record_verified(f->db, &a, NULL, 0, NULL, 0, in, 2), KILN_OK);
+        assert_true(in[0].id > 0 && in[1].id > in[0].id);
         assert_true(a.lock_started);
+        assert_int_equal(db_fuse_list(f->db, a.id, fuse_visit, &seen), KILN_OK);
+        assert_int_equal(seen.n, 2);
+        assert_int_equal(seen.done, 0);
         /* after the lock started a plain FAIL is refused */
         kiln_err_reset();
         assert_int_equal(db_unit_finish(f->db, &a, &fin), KILN_E_INVAL);
@@ -284,16 +286,23 @@ static void test_lock_and_verdicts(void **state)
         assert_int_equal(kind, DB_ADMIT_RESUME);
         assert_string_equal(r.serial, a.serial);
         assert_int_equal(r.attempt, a.attempt);
+        /* the results go in with the verdict; a result for a row that is not the unit's is refused */
         res = in[0];
         res.state = DB_FUSE_DONE;
         res.readback = "ab";
-        assert_int_equal(db_fuse_journal(f->db, &r, &res, 1, &in[1], 1), KILN_OK);
+        fin.verdict = DB_VERDICT_LOCK_FAILED;
+        fin.fail_code = "E-FUSE-READBACK";
+        fin.fuse_results = &res;
+        fin.n_fuse_results = 1;
+        res.id = in[1].id + 1000;
+        kiln_err_reset();
+        assert_int_equal(db_unit_finish(f->db, &r, &fin), KILN_E_NOT_FOUND);
+        res.id = in[0].id;
+        assert_int_equal(db_unit_finish(f->db, &r, &fin), KILN_OK);
+        memset(&seen, 0, sizeof(seen));
         assert_int_equal(db_fuse_list(f->db, r.id, fuse_visit, &seen), KILN_OK);
         assert_int_equal(seen.n, 2);
         assert_int_equal(seen.done, 1);
-        fin.verdict = DB_VERDICT_LOCK_FAILED;
-        fin.fail_code = "E-FUSE-READBACK";
-        assert_int_equal(db_unit_finish(f->db, &r, &fin), KILN_OK);
         /* awaiting disposition: refused at admission */
         kiln_err_reset();
         assert_int_equal(db_unit_admit(f->db, &q, &a, &kind), KILN_E_PERM);

@@ -454,8 +454,9 @@ static void verify_certs(const char *workdir, sqlite3 *h)
         char leaf[1200], chain[1200], cmd[3000];
         unsigned n = 0;
 
-        assert_int_equal(sqlite3_prepare_v2(h, "SELECT der, chain_pem, cert_serial FROM "
-                                               "certificates WHERE current = 1",
+        assert_int_equal(sqlite3_prepare_v2(h, "SELECT c.der, ch.pem, c.cert_serial FROM "
+                                               "certificates c JOIN chains ch ON ch.id = "
+                                               "c.chain_id WHERE c.current = 1",
                                             -1, &st, NULL),
                          SQLITE_OK);
         snprintf(leaf, sizeof(leaf), "%s/verify-leaf.der", workdir);
@@ -522,11 +523,13 @@ void e2e_check_invariants(struct e2e *x)
                                   "u.id)"
                                   " OR debug_closed IS NOT 1)"),
                          0);
-        /* no fuse burned before steps 1-8 were recorded: every journaled unit was verified */
+        /* no fuse burned before steps 1-8 were recorded: every journal row was written by the
+         * unit's verified transaction, and no result was recorded before it */
         assert_int_equal(count(h, "SELECT count(*) FROM fuse_journal f WHERE NOT EXISTS (SELECT 1 "
-                                  "FROM events e WHERE e.unit_id = f.unit_id AND e.kind = "
-                                  "'unit.verified' AND e.seq < (SELECT min(seq) FROM events g "
-                                  "WHERE g.unit_id = f.unit_id AND g.kind = 'unit.fuses'))"),
+                                  "FROM events e, json_each(e.body, '$.intents') j WHERE "
+                                  "e.unit_id = f.unit_id AND e.kind = 'unit.verified' AND "
+                                  "json_extract(j.value, '$.id') = f.id) OR f.result_at < "
+                                  "f.intent_at"),
                          0);
         /* never two different values for one field of one unit */
         assert_int_equal(count(h, "SELECT count(*) FROM (SELECT unit_id, field FROM fuse_journal "

@@ -208,11 +208,6 @@ struct db_attest_rec {
         int ok;
 };
 
-/* Everything written verified on the device and attestation passed: steps 1-8 complete. The lock
- * (fuses) may only start after this returns KILN_OK. */
-int db_unit_record_verified(struct db *db, struct db_unit *u, const struct db_object_rec *objs,
-                            unsigned n_objs, const struct db_attest_rec *att, unsigned n_att);
-
 /* ---- the lock: fuse journal ---- */
 
 enum db_fuse_state {
@@ -223,7 +218,7 @@ enum db_fuse_state {
 };
 
 struct db_fuse_rec {
-        int64_t id;          /* journal row; set by db_fuse_journal for intents */
+        int64_t id;          /* journal row; set by db_unit_record_verified for intents */
         const char *phase;   /* data | protect | lockout */
         const char *field;
         const char *value;   /* hex, the value to burn */
@@ -234,12 +229,16 @@ struct db_fuse_rec {
 };
 
 /*
- * One transaction: record the results of burns done (state DONE/FAILED with read-back) and then
- * journal the intents of the burns about to happen. The first intent sets lock_started. Intents get
- * their journal ids written back into intents[i].id.
+ * Steps 1-8 complete — everything written verified on the device, attestation passed — and the
+ * intents of every burn of the lock, in one transaction: after it returns KILN_OK the lock may
+ * start, and a resumed unit finds the exact values to burn. Intents get their journal ids written
+ * back into intents[i].id; with n_intents > 0 the unit is marked lock_started. The results of the
+ * burns are written with the verdict (db_finish.fuse_results): a burn whose result was lost to a
+ * crash is read back before anything is programmed again.
  */
-int db_fuse_journal(struct db *db, struct db_unit *u, const struct db_fuse_rec *results,
-                    unsigned n_results, struct db_fuse_rec *intents, unsigned n_intents);
+int db_unit_record_verified(struct db *db, struct db_unit *u, const struct db_object_rec *objs,
+                            unsigned n_objs, const struct db_attest_rec *att, unsigned n_att,
+                            struct db_fuse_rec *intents, unsigned n_intents);
 
 /* The journal of a unit, oldest first, for reconciliation. The callback's strings are valid only
  * during the call. */
@@ -258,6 +257,8 @@ struct db_finish {
         const char *label_qr;    /* QR payload, NULL when none */
         const char *const *snapshot; /* post-lock fuse snapshot "field=hex" */
         unsigned n_snapshot;
+        const struct db_fuse_rec *fuse_results; /* burns done: state DONE/FAILED, read-back */
+        unsigned n_fuse_results;
 };
 
 /* Final verdict. Quota: consumed on PASS, LOCK_FAILED and SCRAP; returned on FAIL (before the lock,
@@ -401,5 +402,14 @@ struct db_export_filter {
 /* Stream matching units in id order; the callback gets each unit's id. Constant memory. */
 int db_export_each(struct db *db, const struct db_export_filter *flt, db_export_visit_fn fn,
                    void *ctx);
+
+/*
+ * Stream the export records of matching units in id order, each one what db_unit_export() fills,
+ * from one read snapshot. The record is valid during the call only. Constant memory: the export
+ * reads the tables side by side in unit order instead of looking each unit up.
+ */
+typedef int (*db_export_rec_fn)(void *ctx, const struct db_export_rec *rec);
+int db_export_records(struct db *db, const struct db_export_filter *flt, db_export_rec_fn fn,
+                      void *ctx);
 
 #endif

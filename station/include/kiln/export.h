@@ -80,6 +80,28 @@ int export_render_json(const struct db_export_rec *rec, struct kiln_buf *out);
 /* RFC 4180: the header line and one record line, each ending in CRLF. */
 int export_render_csv_header(struct kiln_buf *out);
 int export_render_csv(const struct db_export_rec *rec, struct kiln_buf *out);
+
+/*
+ * A renderer for a stream of records: the same bytes as export_render_json/_csv, but it keeps its
+ * scratch buffers from record to record, renders each certificate's PEM once, and renders an issuer
+ * chain only when it differs from the previous record's (every unit of a station carries the same
+ * chain). Memory is bounded by one record.
+ */
+struct export_renderer {
+        struct kiln_buf pem;       /* one certificate's PEM */
+        struct kiln_buf pem_out;   /* ... rendered as a JSON string or a CSV field */
+        struct kiln_buf chain;     /* the chain last rendered, as stored */
+        struct kiln_buf chain_out; /* ... and as rendered */
+        int chain_csv;             /* chain_out is a CSV field (else a JSON string) */
+        struct kiln_buf tmp;       /* CSV: the MAC and fuse lists */
+};
+
+void export_renderer_init(struct export_renderer *x);
+void export_renderer_free(struct export_renderer *x);
+int export_renderer_json(struct export_renderer *x, const struct db_export_rec *rec,
+                         struct kiln_buf *out);
+int export_renderer_csv(struct export_renderer *x, const struct db_export_rec *rec,
+                        struct kiln_buf *out);
 /* PEM of one DER certificate. */
 int export_pem_cert(const uint8_t *der, size_t n, struct kiln_buf *out);
 
