@@ -1,6 +1,8 @@
 /* kiln: the provisioning station program. Subcommands live in station/src/cmd_*.c. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "kiln/cli.h"
 #include "kiln/station.h"
@@ -33,8 +35,22 @@ static void usage(FILE *f)
                    "version.\n");
 }
 
+/*
+ * DESIGN.md §11: no secret in a core file. Any command may hold the HSM PIN, device credentials or
+ * key material in memory: no core dump, and (as ssh-agent does) no ptrace or /proc/PID/mem reading
+ * by other processes of the user. Regression test: tests/secrets, test_no_secret_in_core.
+ */
+static void no_core_dumps(void)
+{
+        struct rlimit none = {0, 0};
+
+        (void)setrlimit(RLIMIT_CORE, &none);
+        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 int main(int argc, char **argv)
 {
+        no_core_dumps();
         if (argc < 2) {
                 usage(stderr);
                 return 2;
