@@ -2,8 +2,8 @@
  * Production controls and quota, end to end with the real binaries: each production-mode refusal
  * (unreleased recipe, recipe changed after its release, release by an untrusted key, simulated
  * device, extractable signing key, debug flag, configuration rules), the development banner and
- * marking, and quota: exhaustion, signed raise, replay, forgery, lowering, --quota on an existing
- * work order.
+ * marking, quota: exhaustion, signed raise, replay, forgery, lowering, --quota on an existing
+ * work order, and a run refused without a work order or an operator id.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -214,6 +215,41 @@ static void test_development_banner_and_marks(void **state)
         e2e_teardown(&x);
 }
 
+/* DESIGN.md: a run cannot start without a work order and an operator id; both are recorded. */
+static void test_run_needs_work_order_and_operator(void **state)
+{
+        struct e2e x;
+        char recipe[1300];
+
+        (void)state;
+        e2e_setup(&x, "whoruns");
+        e2e_sim(&x, NULL, NULL);
+        e2e_config(&x);
+        copy_recipe(&x, "smartplug-ctm.yaml", recipe, sizeof(recipe));
+        {
+                const char *no_op[] = {"run", "--config", x.config, "--recipe", recipe,
+                                       "--work-order", "WO-WHO", "--once", NULL};
+                const char *no_wo[] = {"run", "--config", x.config, "--recipe", recipe,
+                                       "--operator", "op9", "--once", NULL};
+                const char *both[] = {"run", "--config", x.config, "--recipe", recipe,
+                                      "--work-order", "WO-WHO", "--operator", "op9", "--once",
+                                      "--json", NULL};
+
+                assert_int_equal(e2e_kiln(&x, no_op, out, sizeof(out), err, sizeof(err)), 2);
+                assert_non_null(strstr(err, "needs a recipe, a work order and an operator id"));
+                assert_int_equal(e2e_kiln(&x, no_wo, out, sizeof(out), err, sizeof(err)), 2);
+                assert_non_null(strstr(err, "needs a recipe, a work order and an operator id"));
+                /* refused before anything was recorded: not even the database exists */
+                assert_int_not_equal(access(x.db, F_OK), 0);
+                assert_int_equal(e2e_kiln(&x, both, out, sizeof(out), err, sizeof(err)), 0);
+        }
+        assert_int_equal(e2e_sql_int(&x, "SELECT count(*) FROM units WHERE work_order = 'WO-WHO' "
+                                         "AND operator = 'op9' AND verdict = 'PASS'"),
+                         1);
+        assert_non_null(strstr(out, "\"operator\":\"op9\""));
+        e2e_teardown(&x);
+}
+
 static int quota(struct e2e *x, const char *const *args)
 {
         return e2e_kiln(x, args, out, sizeof(out), err, sizeof(err));
@@ -306,6 +342,7 @@ int main(void)
                 cmocka_unit_test(test_production_config_rules),
                 cmocka_unit_test(test_development_banner_and_marks),
                 cmocka_unit_test(test_quota),
+                cmocka_unit_test(test_run_needs_work_order_and_operator),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
