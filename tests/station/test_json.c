@@ -47,7 +47,7 @@ static void check(const char *in, size_t n, const char *want, size_t want_len)
 
         kiln_buf_init(&b, 1u << 20);
         assert_int_equal(json_escape_into(&b, in, n), KILN_OK);
-        if (b.len != want_len || memcmp(b.data, want, want_len) != 0)
+        if (b.len != want_len || (want_len > 0 && memcmp(b.data, want, want_len) != 0))
                 fail_msg("escape of %zu bytes: got %zu bytes, want %zu", n, b.len, want_len);
         kiln_buf_free(&b);
 }
