@@ -36,7 +36,7 @@ static int setup(void **state)
         struct fx *f = calloc(1, sizeof(*f));
         struct db_work_order wo;
 
-        strcpy(f->dir, "/tmp/kiln-db-XXXXXX");
+        snprintf(f->dir, sizeof(f->dir), "%s", "/tmp/kiln-db-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->path, sizeof(f->path), "%s/kiln.db", f->dir);
         assert_int_equal(db_open(f->path, &f->db), KILN_OK);

@@ -72,7 +72,7 @@ static int setup(void **state)
         char *sql;
         sqlite3 *h;
 
-        strcpy(f->dir, "/tmp/kiln-exp-XXXXXX");
+        snprintf(f->dir, sizeof(f->dir), "%s", "/tmp/kiln-exp-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->path, sizeof(f->path), "%s/kiln.db", f->dir);
         data_path("schema-v2.sql", sql_path, sizeof(sql_path));

@@ -36,11 +36,11 @@ static struct recipe *recipe_of(const char *file, const char *from, const char *
         struct yaml_doc_diags diags;
         struct recipe *r = NULL;
         char *text, *out, *at;
-        size_t len, n;
+        size_t len, n, tl = to != NULL ? strlen(to) : 0;
 
         snprintf(path, sizeof(path), "%s/recipes/%s", lt_source_dir(), file);
         text = lt_read(path, &len);
-        out = malloc(len + (to != NULL ? strlen(to) : 0) + 1);
+        out = malloc(len + tl + 1);
         assert_non_null(out);
         if (from == NULL) {
                 memcpy(out, text, len + 1);
@@ -49,11 +49,11 @@ static struct recipe *recipe_of(const char *file, const char *from, const char *
                 if (at == NULL)
                         fail_msg("recipes/%s no longer contains '%s'", file, from);
                 n = (size_t)(at - text);
+                /* text up to FROM, then TO, then the rest after FROM with its terminator */
                 memcpy(out, text, n);
-                out[n] = '\0';
-                if (to != NULL)
-                        strcat(out + n, to);
-                strcat(out + n, at + strlen(from));
+                if (tl > 0)
+                        memcpy(out + n, to, tl);
+                memcpy(out + n + tl, at + strlen(from), len - n - strlen(from) + 1);
         }
         yaml_doc_diags_init(&diags);
         if (recipe_load_mem("variant", NULL, (const uint8_t *)out, strlen(out),
